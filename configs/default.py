@@ -1,0 +1,77 @@
+"""Default OASIS configuration: the official recipe's values (ADE20K-like)."""
+
+import ml_collections
+
+
+def get_config():
+  """Returns the default configuration (official sizes, ADE20K recipe)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  # One of: 'synthetic', 'ade20k', 'cityscapes', 'coco_stuff', 'folder'.
+  data.name = 'ade20k'
+  data.root = ''  # Prepared data set folder (the layout of SPEC §1).
+  data.num_classes = 151  # semantic_nc: one-hot channels, don't-care included.
+  data.dontcare_id = 0  # Class id ignored by class balancing / mIoU; -1: none.
+  data.image_size = 256  # Width in pixels (the official crop size).
+  data.aspect_ratio = 1.0  # Width / height; the height is image_size / this.
+  data.load_size = 286  # Train-time resize before the random crop (square).
+  data.random_crop = True  # False: resize straight to the output size.
+  data.random_flip = True
+  data.palette = ''  # 'folder' only: JSON file of [r, g, b] per class id.
+  data.source = 'folder'  # 'folder' (read the prepared tree) or 'tfds'.
+  data.tfds_data_dir = ''  # Where the TFDS array_record build lives.
+  data.num_workers = 0  # Grain worker processes (0: in the main process).
+  data.synthetic_num_examples = 512  # 'synthetic' only: examples per split.
+  data.synthetic_seed = 0  # 'synthetic' only: content seed (not the order).
+
+  config.generator = gen = ml_collections.ConfigDict()
+  gen.channels = 64  # Width ch; block channels [16,16,16,8,4,2,1] * ch.
+  gen.z_dim = 64
+  gen.num_res_blocks = 6
+  gen.spade_hidden = 128  # Hidden width of SPADE's shared conv.
+  gen.use_3d_noise = True
+  gen.use_spectral_norm = True
+  gen.norm = 'batch'  # Parameter-free norm in SPADE: 'batch' or 'instance'.
+
+  config.discriminator = disc = ml_collections.ConfigDict()
+  disc.channels = (128, 128, 256, 256, 512, 512)  # Encoder widths.
+  disc.last_channels = 64  # Width of the last decoder block.
+  disc.use_spectral_norm = True
+
+  config.loss = loss = ml_collections.ConfigDict()
+  loss.use_class_balancing = True
+  loss.use_labelmix = True
+  loss.lambda_labelmix = 10.0
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.lr_g = 1e-4
+  optim.lr_d = 4e-4
+  optim.b1 = 0.0
+  optim.b2 = 0.999
+  optim.eps = 1e-8
+
+  config.ema = ema = ml_collections.ConfigDict()
+  ema.use_ema = True
+  ema.decay = 0.9999
+  ema.bn_refresh_batches = 50  # Train-mode passes before sampling the EMA G.
+
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 32  # Global batch, over all devices and hosts.
+  train.num_steps = 200 * 20210 // 32  # 200 epochs of ADE20K's 20,210 images.
+  train.log_every_steps = 100
+  train.sample_every_steps = 1000
+  train.checkpoint_every_steps = 10000
+  train.keep_checkpoints = 3  # The last k checkpoints are kept.
+
+  config.eval = ev = ml_collections.ConfigDict()
+  ev.fid_every_steps = 5000  # -1: no FID during training.
+  ev.inception_weights = ''  # pt_inception-2015-12-05-6726825d.pth or .npz.
+  ev.num_fid_images = -1  # -1: the whole validation split.
+  ev.batch_size = 32
+
+  config.perf = perf = ml_collections.ConfigDict()
+  perf.compute_dtype = 'float32'  # 'float32' or 'bfloat16' (params stay f32).
+  perf.remat = False  # jax.checkpoint each generator/discriminator block.
+  return config

@@ -1,0 +1,1 @@
+"""oasis-jax: OASIS semantic image synthesis in JAX/Flax."""

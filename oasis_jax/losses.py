@@ -1,0 +1,87 @@
+"""OASIS losses: N+1 cross-entropy with class balancing, and LabelMix."""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+
+def class_balance_weights(label: jax.Array, num_classes: int,
+                          dontcare_id: Optional[int] = 0) -> jax.Array:
+  """Per-pixel class-balancing weights over the whole batch.
+
+  weight = B*H*W / (K * n_c) for a pixel of class c, with n_c the pixel count
+  of c in the batch and K the number of classes present (the don't-care
+  class excluded: its count is zeroed and its weight is 0). A gather, so
+  absent classes (n_c = 0) are never touched.
+
+  Args:
+    label: [B, H, W] integer class ids.
+    num_classes: number of classes.
+    dontcare_id: class with weight 0 (None: every class counts).
+
+  Returns:
+    [B, H, W] float32 weights.
+  """
+  counts = jnp.zeros((num_classes,), jnp.float32).at[label.reshape(-1)].add(1)
+  if dontcare_id is not None:
+    counts = counts.at[dontcare_id].set(0)
+  present = counts > 0
+  k = present.sum().astype(jnp.float32)
+  coef = jnp.where(present, label.size / (k * jnp.where(present, counts, 1)),
+                   0.0)
+  return coef[label]
+
+
+def n_plus_one_targets(label: jax.Array, real: bool) -> jax.Array:
+  """N+1 targets: class id + 1 for real pixels, 0 (the fake class) else."""
+  return label + 1 if real else jnp.zeros_like(label)
+
+
+def n_plus_one_loss(logits: jax.Array, label: jax.Array, *, real: bool,
+                    weights: Optional[jax.Array] = None) -> jax.Array:
+  """Mean per-pixel softmax CE of [B, H, W, N+1] logits, optionally weighted.
+
+  The mean is over all B*H*W pixels (zero-weight pixels count in it).
+  """
+  targets = n_plus_one_targets(label, real)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  ce = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  if weights is not None:
+    ce = ce * weights
+  return ce.mean()
+
+
+def make_labelmix_mask(label: jax.Array, bits: jax.Array) -> jax.Array:
+  """LabelMix mask from one bit per class id.
+
+  Args:
+    label: [B, H, W] class ids.
+    bits: [num_classes] in {0, 1}; the bit of every class (classes absent
+      from the batch are never read). Static shapes under jit.
+
+  Returns:
+    [B, H, W, 1] float32, 1 = take the real image.
+  """
+  return bits.astype(jnp.float32)[label][..., None]
+
+
+def draw_labelmix_bits(rng: jax.Array, num_classes: int) -> jax.Array:
+  """One independent fair bit per class id (the paper's LabelMix)."""
+  return jax.random.bernoulli(rng, 0.5, (num_classes,)).astype(jnp.int32)
+
+
+def labelmix_images(mask: jax.Array, real: jax.Array,
+                    fake: jax.Array) -> jax.Array:
+  """mask * real + (1 - mask) * fake."""
+  return mask * real + (1 - mask) * fake
+
+
+def labelmix_loss(mask: jax.Array, d_real: jax.Array, d_fake: jax.Array,
+                  d_mixed: jax.Array) -> jax.Array:
+  """Unweighted LabelMix: MSE between D(mixed) and the mixed D outputs.
+
+  Gradients flow through all three discriminator outputs (as officially).
+  """
+  target = mask * d_real + (1 - mask) * d_fake
+  return jnp.mean(jnp.square(d_mixed - target))

@@ -1,0 +1,41 @@
+"""Flax modules of the OASIS generator and discriminator, built from a config."""
+
+import jax.numpy as jnp
+
+from oasis_jax.models import discriminator as discriminator_lib
+from oasis_jax.models import generator as generator_lib
+
+_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(config):
+  """The activation dtype of config.perf.compute_dtype (None: float32)."""
+  name = config.perf.get('compute_dtype', 'float32')
+  if name not in _DTYPES:
+    raise ValueError(f'config.perf.compute_dtype must be one of '
+                     f'{sorted(_DTYPES)}, got {name!r}.')
+  return _DTYPES[name]
+
+
+def make_generator(config) -> generator_lib.OasisGenerator:
+  """The generator that config.generator and config.data describe."""
+  g = config.generator
+  if g.norm not in ('batch', 'instance'):
+    raise ValueError("config.generator.norm must be 'batch' or 'instance', "
+                     f'got {g.norm!r}.')
+  return generator_lib.OasisGenerator(
+      num_classes=config.data.num_classes, channels=g.channels,
+      z_dim=g.z_dim, num_res_blocks=g.num_res_blocks,
+      spade_hidden=g.spade_hidden, use_3d_noise=g.use_3d_noise,
+      spectral_norm=g.use_spectral_norm, norm=g.norm,
+      aspect_ratio=config.data.aspect_ratio,
+      remat=config.perf.get('remat', False), dtype=compute_dtype(config))
+
+
+def make_discriminator(config) -> discriminator_lib.OasisDiscriminator:
+  """The discriminator that config.discriminator and config.data describe."""
+  d = config.discriminator
+  return discriminator_lib.OasisDiscriminator(
+      num_classes=config.data.num_classes, channels=tuple(d.channels),
+      last_channels=d.last_channels, spectral_norm=d.use_spectral_norm,
+      remat=config.perf.get('remat', False), dtype=compute_dtype(config))

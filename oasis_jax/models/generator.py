@@ -1,0 +1,100 @@
+"""The OASIS generator: a SPADE ResNet generator conditioned on [z | one-hot]."""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from oasis_jax.models import layers
+from oasis_jax.models import spade
+
+
+def channel_multipliers(num_res_blocks: int) -> list[int]:
+  """Width multipliers of the block boundaries: [16,16,16,8,4,2,1] for 6."""
+  mults = [16] * max(0, num_res_blocks - 3) + [16, 8, 4, 2, 1]
+  return mults[-(num_res_blocks + 1):]
+
+
+def latent_hw(image_size: int, aspect_ratio: float,
+              num_res_blocks: int) -> tuple[int, int]:
+  """(h, w) of the first feature map, the official rule (Python round)."""
+  w = image_size // 2**(num_res_blocks - 1)
+  return round(w / aspect_ratio), w
+
+
+class OasisGenerator(nn.Module):
+  """SPADE generator with 3D noise.
+
+  Attributes:
+    num_classes: semantic_nc, the one-hot channels (don't-care included).
+    channels: width ch (official 64).
+  """
+  num_classes: int
+  channels: int = 64
+  z_dim: int = 64
+  num_res_blocks: int = 6
+  spade_hidden: int = 128
+  use_3d_noise: bool = True
+  spectral_norm: bool = True
+  norm: str = 'batch'
+  aspect_ratio: float = 1.0
+  remat: bool = False
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, label: jax.Array, z: Optional[jax.Array] = None, *,
+               train: bool) -> jax.Array:
+    """Generates images.
+
+    Args:
+      label: [B, H, W] integer class ids.
+      z: [B, z_dim] (broadcast to every pixel) or [B, H, W, z_dim] (per-pixel
+        noise, for local editing); None without 3D noise.
+      train: batch statistics and one spectral-norm power iteration (True),
+        or the stored statistics and vectors (False).
+
+    Returns:
+      [B, H, W, 3] in [-1, 1].
+    """
+    b, h, w = label.shape
+    seg = jax.nn.one_hot(label, self.num_classes, dtype=jnp.float32)
+    if self.use_3d_noise:
+      if z is None:
+        raise ValueError('use_3d_noise=True: the generator needs z.')
+      if z.ndim == 2:
+        z = jnp.broadcast_to(z[:, None, None, :], (b, h, w, z.shape[-1]))
+      if z.shape[:3] != (b, h, w) or z.shape[-1] != self.z_dim:
+        raise ValueError(f'z must be [B, z_dim] or [B, H, W, z_dim] with '
+                         f'z_dim={self.z_dim}, label {label.shape}; got '
+                         f'{z.shape}.')
+      seg = jnp.concatenate([z.astype(jnp.float32), seg], axis=-1)
+    elif z is not None:
+      raise ValueError('use_3d_noise=False: the generator takes no z.')
+    if self.dtype is not None:
+      seg = seg.astype(self.dtype)
+
+    expected_w = w
+    lh, lw = latent_hw(expected_w, self.aspect_ratio, self.num_res_blocks)
+    scale = 2**(self.num_res_blocks - 1)
+    if (lh * scale, lw * scale) != (h, w):
+      raise ValueError(
+          f'label map {h}x{w} does not match aspect_ratio={self.aspect_ratio}'
+          f' and num_res_blocks={self.num_res_blocks}: expected '
+          f'{lh * scale}x{lw * scale}.')
+    chans = [m * self.channels for m in channel_multipliers(
+        self.num_res_blocks)]
+    x = layers.nearest_resize(seg, (lh, lw))
+    x = layers.Conv(chans[0], 3, dtype=self.dtype, name='fc')(x, train=train)
+    block_cls = spade.SPADEResBlock
+    if self.remat:
+      block_cls = nn.remat(block_cls)
+    for i in range(self.num_res_blocks):
+      x = block_cls(chans[i + 1], self.spade_hidden, self.norm,
+                    self.spectral_norm, train, self.dtype,
+                    name=f'body_{i}')(x, seg)
+      if i < self.num_res_blocks - 1:
+        x = layers.upsample2x(x)
+    x = layers.Conv(3, 3, dtype=self.dtype, name='conv_img')(
+        nn.leaky_relu(x, 0.2), train=train)
+    return jnp.tanh(x.astype(jnp.float32))

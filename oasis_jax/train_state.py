@@ -1,0 +1,92 @@
+"""The OASIS train state: both networks, their optimizers, the EMA generator."""
+
+from typing import Any
+
+import flax
+from flax import struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from oasis_jax import models
+
+
+class NetState(struct.PyTreeNode):
+  """One network: parameters, state (BN statistics, SN vectors), optimizer."""
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything that changes during training; what is jitted and saved.
+
+  ``ema`` holds the EMA generator's whole state
+  (``{'params': ..., 'batch_stats': ...}``); ``rng`` is the base PRNG key
+  (a raw uint32[2] key) that each step folds its step number into.
+  """
+  step: jax.Array
+  rng: jax.Array
+  generator: NetState
+  discriminator: NetState
+  ema: Any
+  g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+def image_hw(config) -> tuple[int, int]:
+  """(H, W) of the images: W = data.image_size, H = W / data.aspect_ratio."""
+  w = config.data.image_size
+  return int(w / config.data.aspect_ratio), w
+
+
+def make_optimizers(config):
+  """Adam for G and D with the official betas (0, 0.999) and eps."""
+  o = config.optim
+  make = lambda lr: optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  return make(o.lr_g), make(o.lr_d)
+
+
+def init_variables(config, rng: jax.Array):
+  """Initial generator and discriminator variables (official init)."""
+  g_rng, d_rng = jax.random.split(rng)
+  h, w = image_hw(config)
+  label = jnp.zeros((1, h, w), jnp.int32)
+  z = None
+  if config.generator.use_3d_noise:
+    z = jnp.zeros((1, config.generator.z_dim), jnp.float32)
+  g_vars = models.make_generator(config).init(g_rng, label, z, train=False)
+  d_vars = models.make_discriminator(config).init(
+      d_rng, jnp.zeros((1, h, w, 3), jnp.float32), train=False)
+  return _split(g_vars), _split(d_vars)
+
+
+def _split(variables):
+  variables = flax.core.unfreeze(variables)
+  return variables['params'], variables.get('batch_stats', {})
+
+
+def create_train_state(config, rng: jax.Array) -> TrainState:
+  """A fresh train state; pure, so it can be jitted with out_shardings.
+
+  Args:
+    config: the run configuration.
+    rng: PRNG key for the initialization; the step key is derived from it.
+  """
+  init_rng, step_rng = jax.random.split(rng)
+  (g_params, g_stats), (d_params, d_stats) = init_variables(config, init_rng)
+  g_tx, d_tx = make_optimizers(config)
+  ema = None
+  if config.ema.use_ema:
+    ema = {'params': g_params, 'batch_stats': g_stats}
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), rng=step_rng,
+      generator=NetState(g_params, g_stats, g_tx.init(g_params)),
+      discriminator=NetState(d_params, d_stats, d_tx.init(d_params)),
+      ema=ema, g_tx=g_tx, d_tx=d_tx)
+
+
+def ema_update(ema, generator: NetState, decay: float):
+  """ema = decay * ema + (1 - decay) * current, over params AND buffers."""
+  current = {'params': generator.params, 'batch_stats': generator.batch_stats}
+  return jax.tree.map(lambda e, g: decay * e + (1 - decay) * g, ema, current)

@@ -209,3 +209,55 @@ def convert_file(path: str, expected=None) -> dict[str, Any]:
   if expected is not None:
     check_against(variables, expected, path)
   return variables
+
+
+def convert_official(config, generator: str, ema: str = '',
+                     discriminator: str = ''):
+  """Converts official .pth/.npz files, checked against the config's model.
+
+  Returns:
+    {'generator': ..., ['ema': ...], ['discriminator': ...]} variables.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from oasis_jax import train_state  # pylint: disable=g-import-not-at-top
+  (g_p, g_s), (d_p, d_s) = jax.eval_shape(
+      lambda: train_state.init_variables(config, jax.random.PRNGKey(0)))
+  g_expected = {'params': g_p, 'batch_stats': g_s}
+  out = {'generator': convert_file(generator, g_expected)}
+  if ema:
+    out['ema'] = convert_file(ema, g_expected)
+  if discriminator:
+    out['discriminator'] = convert_file(
+        discriminator, {'params': d_p, 'batch_stats': d_s})
+  return out
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from oasis_jax import inference_checkpoint  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  config = _CONFIG.value
+  converted = convert_official(config, f.generator, f.ema, f.discriminator)
+  kind = 'ema' if 'ema' in converted else 'generator'
+  path = inference_checkpoint.save(
+      f.out, config, converted[kind],
+      discriminator=converted.get('discriminator'), generator_kind=kind,
+      source=f'official weights: {f.ema or f.generator}')
+  print(f'wrote the inference checkpoint {path} (generator: {kind}'
+        f"{', with discriminator' if f.discriminator else ''})")
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', None, 'Model config (sizes must match the weights).',
+      lock_config=True)
+  flags.DEFINE_string('generator', None, 'Official *_G.pth (or .npz).')
+  flags.DEFINE_string('ema', '', 'Official *_EMA.pth (or .npz).')
+  flags.DEFINE_string('discriminator', '', 'Official *_D.pth (or .npz).')
+  flags.DEFINE_string('out', None, 'Output inference checkpoint directory.')
+  flags.mark_flags_as_required(['config', 'generator', 'out'])
+  app.run(main)

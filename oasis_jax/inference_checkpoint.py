@@ -1,0 +1,115 @@
+"""The inference checkpoint: a generator's variables and its config.
+
+A directory (a few hundred MB at official size, against GBs for the whole
+training state)::
+
+  DIR/oasis_inference.json  {"format": "oasis_jax.inference", "version": 1,
+                             "generator": "ema" | "generator", "source": ...}
+  DIR/config.json           the full ml_collections config of the model
+  DIR/variables/            Orbax PyTree checkpoint:
+                              {'generator': {'params', 'batch_stats'},
+                               'discriminator': {...}  (optional)}
+
+Written by ``python -m oasis_jax.export`` (EMA generator of a training
+workdir, BN statistics refreshed) and by ``python -m oasis_jax.convert_torch``
+(official weights); read by ``oasis_jax.inference``.
+"""
+
+import json
+import os
+import shutil
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT = 'oasis_jax.inference'
+VERSION = 1
+_MANIFEST = 'oasis_inference.json'
+
+
+def save(out_dir: str, config: ml_collections.ConfigDict,
+         generator: Any, *, discriminator: Optional[Any] = None,
+         generator_kind: str = 'ema', source: str = '') -> str:
+  """Writes an inference checkpoint; an existing one at out_dir is replaced
+  only once the new one is complete.
+
+  Args:
+    out_dir: the checkpoint directory.
+    config: the run configuration the variables belong to.
+    generator: {'params': ..., 'batch_stats': ...} of the generator.
+    discriminator: optional discriminator variables (for the D-based mIoU).
+    generator_kind: 'ema' or 'generator'.
+    source: free text recorded in the manifest (where the weights came from).
+
+  Returns:
+    The absolute path of the checkpoint.
+  """
+  out_dir = os.path.abspath(out_dir)
+  tmp = out_dir.rstrip('/') + '.tmp'
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  tree = {'generator': _to_numpy(generator)}
+  if discriminator is not None:
+    tree['discriminator'] = _to_numpy(discriminator)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.join(tmp, 'variables'), tree)
+  ckptr.wait_until_finished()
+  with open(os.path.join(tmp, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(tmp, _MANIFEST), 'w') as f:
+    json.dump({'format': FORMAT, 'version': VERSION,
+               'generator': generator_kind, 'source': source,
+               'has_discriminator': discriminator is not None}, f, indent=2)
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)
+  os.replace(tmp, out_dir)
+  return out_dir
+
+
+def _to_numpy(tree):
+  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def is_inference_checkpoint(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, _MANIFEST))
+
+
+def load(path: str) -> tuple[ml_collections.ConfigDict, dict[str, Any],
+                             dict[str, Any]]:
+  """Reads an inference checkpoint.
+
+  Returns:
+    (config, variables, manifest): variables = {'generator': ...,
+    ['discriminator': ...]} as numpy arrays.
+  """
+  path = os.path.abspath(path)
+  manifest_path = os.path.join(path, _MANIFEST)
+  if not os.path.isfile(manifest_path):
+    raise FileNotFoundError(
+        f'{path} is not an oasis-jax inference checkpoint (no {_MANIFEST}); '
+        'write one with `python -m oasis_jax.export` or '
+        '`python -m oasis_jax.convert_torch`.')
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  if manifest.get('format') != FORMAT or manifest.get('version') != VERSION:
+    raise ValueError(f'{manifest_path}: unsupported format {manifest}; '
+                     f'expected {FORMAT} version {VERSION}.')
+  with open(os.path.join(path, 'config.json')) as f:
+    config = config_from_json(f.read())
+  variables = ocp.StandardCheckpointer().restore(
+      os.path.join(path, 'variables'))
+  variables = jax.tree.map(np.asarray, variables)
+  return config, variables, manifest
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+  """A ConfigDict from config.json (lists of the schema become tuples)."""
+  raw = json.loads(text)
+  disc = raw.get('discriminator', {})
+  if 'channels' in disc:
+    disc['channels'] = tuple(disc['channels'])
+  return ml_collections.ConfigDict(raw)

@@ -64,14 +64,22 @@ def get_config():
   train.sample_every_steps = 1000
   train.checkpoint_every_steps = 10000
   train.keep_checkpoints = 3  # The last k checkpoints are kept.
+  train.num_sample_images = 8  # Rows of the sample grids (val examples).
 
   config.eval = ev = ml_collections.ConfigDict()
   ev.fid_every_steps = 5000  # -1: no FID during training.
   ev.inception_weights = ''  # pt_inception-2015-12-05-6726825d.pth or .npz.
   ev.num_fid_images = -1  # -1: the whole validation split.
   ev.batch_size = 32
+  # The best checkpoint (workdir/checkpoint_best) ranks runs by this metric
+  # of the evaluation; '' keeps none.
+  ev.best_metric = 'fid'
+  ev.best_mode = 'min'  # 'min': lower is better; 'max'.
 
   config.perf = perf = ml_collections.ConfigDict()
   perf.compute_dtype = 'float32'  # 'float32' or 'bfloat16' (params stay f32).
   perf.remat = False  # jax.checkpoint each generator/discriminator block.
+  # D step: run D(fake), D(real), D(mixed) as one batched call (same numbers
+  # up to float rounding: each chunk keeps its own spectral-norm iteration).
+  perf.fuse_d_forwards = True
   return config

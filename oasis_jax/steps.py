@@ -45,13 +45,13 @@ def balance_weights(label: jax.Array, config) -> Optional[jax.Array]:
                                       _dontcare(config))
 
 
-def _apply(module, params, stats, *args, train: bool):
+def _apply(module, params, stats, *args, train: bool, **kwargs):
   """Applies a module, returning (output, new batch_stats)."""
   variables = {'params': params, 'batch_stats': stats}
   if not train:
-    return module.apply(variables, *args, train=False), stats
+    return module.apply(variables, *args, train=False, **kwargs), stats
   out, mutated = module.apply(variables, *args, train=True,
-                              mutable=['batch_stats'])
+                              mutable=['batch_stats'], **kwargs)
   return out, mutated.get('batch_stats', stats)
 
 
@@ -97,10 +97,26 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
   fake = jax.lax.stop_gradient(fake)
   use_labelmix = config.loss.use_labelmix and mask is not None
 
+  mixed = losses.labelmix_images(mask, image, fake) if use_labelmix else None
+  fuse = config.perf.get('fuse_d_forwards', True)
+
+  def forwards(d_params):
+    """D(fake), D(real) [, D(mixed)]: consecutive official forwards."""
+    inputs = [fake, image] + ([mixed] if use_labelmix else [])
+    if fuse:  # One batched call; each chunk sees its own power iteration.
+      logits, stats = _apply(disc, d_params, d.batch_stats,
+                             jnp.concatenate(inputs), train=True,
+                             groups=len(inputs))
+      return jnp.split(logits, len(inputs)), stats
+    outs, stats = [], d.batch_stats
+    for x in inputs:
+      out, stats = _apply(disc, d_params, stats, x, train=True)
+      outs.append(out)
+    return outs, stats
+
   def loss_fn(d_params):
-    stats = d.batch_stats
-    d_fake, stats = _apply(disc, d_params, stats, fake, train=True)
-    d_real, stats = _apply(disc, d_params, stats, image, train=True)
+    outs, stats = forwards(d_params)
+    d_fake, d_real = outs[0], outs[1]
     loss_fake = losses.n_plus_one_loss(d_fake, label, real=False)
     loss_real = losses.n_plus_one_loss(d_real, label, real=True,
                                        weights=weights)
@@ -108,13 +124,11 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
     metrics = {'d/fake': loss_fake, 'd/real': loss_real}
     aux = {'fake': fake, 'd_fake': d_fake, 'd_real': d_real}
     if use_labelmix:
-      mixed = losses.labelmix_images(mask, image, fake)
-      d_mixed, stats = _apply(disc, d_params, stats, mixed, train=True)
       lm = config.loss.lambda_labelmix * losses.labelmix_loss(
-          mask, d_real, d_fake, d_mixed)
+          mask, d_real, d_fake, outs[2])
       total = total + lm
       metrics['d/labelmix'] = lm
-      aux.update(mixed=mixed, d_mixed=d_mixed)
+      aux.update(mixed=mixed, d_mixed=outs[2])
     metrics['d/total'] = total
     return total, (stats, metrics, aux)
 

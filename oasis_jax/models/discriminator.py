@@ -15,13 +15,15 @@ class ResBlockDown(nn.Module):
   first: bool = False
   spectral_norm: bool = True
   train: bool = True
+  groups: int = 1
   dtype: Optional[Any] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fin, fout = x.shape[-1], self.features
-    conv = lambda k, name: layers.Conv(fout, k, spectral_norm=self.spectral_norm,
-                                       dtype=self.dtype, name=name)
+    conv = lambda k, name: layers.Conv(
+        fout, k, spectral_norm=self.spectral_norm, groups=self.groups,
+        dtype=self.dtype, name=name)
     if fin != fout:
       if self.first:
         shortcut = conv(1, 'conv_s')(layers.avg_pool2x(x), train=self.train)
@@ -40,13 +42,15 @@ class ResBlockUp(nn.Module):
   features: int
   spectral_norm: bool = True
   train: bool = True
+  groups: int = 1
   dtype: Optional[Any] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fin, fout = x.shape[-1], self.features
-    conv = lambda k, name: layers.Conv(fout, k, spectral_norm=self.spectral_norm,
-                                       dtype=self.dtype, name=name)
+    conv = lambda k, name: layers.Conv(
+        fout, k, spectral_norm=self.spectral_norm, groups=self.groups,
+        dtype=self.dtype, name=name)
     up = layers.upsample2x(x)
     shortcut = conv(1, 'conv_s')(up, train=self.train) if fin != fout else up
     dx = layers.upsample2x(nn.leaky_relu(x, 0.2))
@@ -72,13 +76,17 @@ class OasisDiscriminator(nn.Module):
   dtype: Optional[Any] = None
 
   @nn.compact
-  def __call__(self, image: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, image: jax.Array, *, train: bool,
+               groups: int = 1) -> jax.Array:
     """Segments an image.
 
     Args:
       image: [B, H, W, 3] in [-1, 1]; H and W divisible by 2**len(channels).
       train: one spectral-norm power iteration per conv (True) or the stored
         vectors (False).
+      groups: the batch holds this many equal chunks that stand for as many
+        consecutive official forwards (each its own power iteration); the
+        D step runs D(fake), D(real), D(mixed) as one call this way.
 
     Returns:
       [B, H, W, num_classes + 1] float32 logits.
@@ -95,14 +103,14 @@ class OasisDiscriminator(nn.Module):
     x = image if self.dtype is None else image.astype(self.dtype)
     encoded = []
     for i in range(n):
-      x = down_cls(ch[i + 1], i == 0, self.spectral_norm, train, self.dtype,
-                   name=f'body_down_{i}')(x)
+      x = down_cls(ch[i + 1], i == 0, self.spectral_norm, train, groups,
+                   self.dtype, name=f'body_down_{i}')(x)
       encoded.append(x)
     for i in range(n):
       out = ch[n - 1 - i] if i < n - 1 else self.last_channels
       if i > 0:
         x = jnp.concatenate([encoded[n - 1 - i], x], axis=-1)
-      x = up_cls(out, self.spectral_norm, train, self.dtype,
+      x = up_cls(out, self.spectral_norm, train, groups, self.dtype,
                  name=f'body_up_{i}')(x)
     logits = layers.Conv(self.num_classes + 1, 1, dtype=self.dtype,
                          name='layer_up_last')(x, train=train)

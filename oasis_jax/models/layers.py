@@ -87,11 +87,17 @@ class Conv(nn.Module):
   order) are state in ``batch_stats``. In training mode one power iteration
   runs first and updates them; in eval mode the stored vectors are used as
   they are. sigma = u . (W v), with u, v constants for autodiff.
+
+  ``groups`` > 1 evaluates that many consecutive official forwards in one
+  call: the batch is ``groups`` equal chunks, chunk i sees the state after i
+  power iterations (its own sigma), and the state after the last is kept.
+  This is how the D step's three forwards share one batched convolution.
   """
   features: int
   kernel_size: int = 3
   use_bias: bool = True
   spectral_norm: bool = False
+  groups: int = 1
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -100,8 +106,11 @@ class Conv(nn.Module):
     in_features = x.shape[-1]
     kernel = self.param('kernel', xavier_normal(),
                         (k, k, in_features, self.features), jnp.float32)
+    sigmas = None
     if self.spectral_norm:
-      kernel = self._spectral_normalize(kernel, train)
+      sigmas = self._sigmas(kernel, train)
+      if self.groups == 1:
+        kernel = kernel / sigmas[0]
     bias = None
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
@@ -110,11 +119,16 @@ class Conv(nn.Module):
     y = jax.lax.conv_general_dilated(
         x.astype(dtype), kernel.astype(dtype), (1, 1), 'SAME',
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if sigmas is not None and self.groups > 1:
+      y = y.reshape((self.groups, -1) + y.shape[1:])
+      y = y / sigmas.astype(dtype)[:, None, None, None, None]
+      y = y.reshape((-1,) + y.shape[2:])
     if bias is not None:
       y = y + bias.astype(dtype)
     return y
 
-  def _spectral_normalize(self, kernel: jax.Array, train: bool) -> jax.Array:
+  def _sigmas(self, kernel: jax.Array, train: bool) -> jax.Array:
+    """sigma of each group; advances (u, v) once per group in training."""
     k = self.kernel_size
     n_out, n_in = self.features, kernel.shape[2]
     u_var = self.variable('batch_stats', 'u', lambda: _unit_vector(
@@ -123,16 +137,21 @@ class Conv(nn.Module):
         self.make_rng('params'), (n_in * k * k,)))
     # [out, in*kh*kw] in PyTorch's OIHW order.
     w_mat = jnp.transpose(kernel, (3, 2, 0, 1)).reshape(n_out, -1)
+    w_const = jax.lax.stop_gradient(w_mat)
     u, v = u_var.value, v_var.value
-    if train and not self.is_initializing():
-      w_const = jax.lax.stop_gradient(w_mat)
-      v = _normalize(jnp.matmul(w_const.T, u, precision='highest'))
-      u = _normalize(jnp.matmul(w_const, v, precision='highest'))
+    iterate = train and not self.is_initializing()
+    sigmas = []
+    for _ in range(self.groups):
+      if iterate:
+        v = _normalize(jnp.matmul(w_const.T, u, precision='highest'))
+        u = _normalize(jnp.matmul(w_const, v, precision='highest'))
+      sigmas.append(jnp.dot(jax.lax.stop_gradient(u),
+                            jnp.matmul(w_mat, jax.lax.stop_gradient(v),
+                                       precision='highest'),
+                            precision='highest'))
+    if iterate:
       u_var.value, v_var.value = u, v
-    u, v = jax.lax.stop_gradient(u), jax.lax.stop_gradient(v)
-    sigma = jnp.dot(u, jnp.matmul(w_mat, v, precision='highest'),
-                    precision='highest')
-    return kernel / sigma
+    return jnp.stack(sigmas)
 
 
 class ParamFreeNorm(nn.Module):

@@ -1,0 +1,52 @@
+"""Helpers shared by the model benchmarks: config flags, timing, memory."""
+
+import json
+import resource
+import statistics
+import time
+from typing import Callable
+
+import jax
+
+
+def peak_rss_mib() -> float:
+  """Peak resident memory of this process so far, in MiB (Linux: KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_compiled(fn: Callable[[], object], warmup: int, runs: int):
+  """Median and all wall times (s) of fn() after warm-up; blocks on results."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(runs):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), times
+
+
+def compile_with_cost(jitted, *args):
+  """AOT-compiles; returns (compiled, compile seconds, flops or None)."""
+  t0 = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  flops = None
+  try:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0]
+    flops = float(cost.get('flops', 0.0)) or None
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return compiled, compile_s, flops
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+  width = max(len(k) for k, _ in rows)
+  for k, v in rows:
+    print(f'{k:<{width}}  {v}')
+
+
+def print_json(result: dict) -> None:
+  print(json.dumps(result, sort_keys=True))

@@ -1,0 +1,212 @@
+"""Data sets of oasis-jax: layouts, label conventions and Grain sources.
+
+`make_source(config.data, split)` gives a Grain random-access source of
+decoded examples {'image': uint8 [h, w, 3], 'label': int32 [h, w] class ids,
+'index': int32} at the files' own size, for any data set ('synthetic',
+'ade20k', 'cityscapes', 'coco_stuff', 'folder') and either route:
+`config.data.source='folder'` reads the prepared tree directly,
+`config.data.source='tfds'` reads the array_record build of
+`data_pipelines.tfds_builders` with `tfds.data_source`. Both decode the same
+bytes with the same `core.ExampleDecoder`, so they give identical examples.
+"""
+
+import os
+
+import numpy as np
+
+from data_pipelines import ade20k
+from data_pipelines import cityscapes
+from data_pipelines import coco_stuff
+from data_pipelines import core
+from data_pipelines import folder
+from data_pipelines import synthetic
+
+DataError = core.DataError
+SPLITS = ('train', 'val')
+FOLDER_DATASETS = {m.NAME: m for m in (ade20k, cityscapes, coco_stuff, folder)}
+DATASETS = ('synthetic',) + tuple(FOLDER_DATASETS)
+
+
+def get_dataset(data_config) -> core.FolderDataset:
+  """The prepared-folder data set named by `data_config.name`.
+
+  Raises:
+    DataError: an unknown name, or a num_classes that contradicts the data
+      set's label convention.
+  """
+  name = data_config.name
+  if name not in FOLDER_DATASETS:
+    raise DataError(f'config.data.name={name!r} is not a folder data set; '
+                    f'expected one of {sorted(FOLDER_DATASETS)}.')
+  module = FOLDER_DATASETS[name]
+  fixed = module.NUM_CLASSES
+  if fixed is not None and int(data_config.num_classes) != fixed:
+    raise DataError(f'config.data.num_classes={data_config.num_classes} but '
+                    f'{name} has {fixed} class ids; set '
+                    f'--config.data.num_classes={fixed}.')
+  return module.make_dataset(data_config)
+
+
+def _check_split(split: str) -> None:
+  if split not in SPLITS:
+    raise DataError(f'Unknown split {split!r}; expected one of {SPLITS}.')
+
+
+class FolderSource:
+  """Grain random-access source reading pairs straight from the folders."""
+
+  def __init__(self, pairs: list[core.Pair], decoder: core.ExampleDecoder):
+    self._pairs = [(p.image, p.label) for p in pairs]
+    self._decoder = decoder
+
+  def __len__(self) -> int:
+    return len(self._pairs)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index) % len(self._pairs)
+    image_path, label_path = self._pairs[index]
+    image, label = self._decoder(core.read_bytes(image_path),
+                                 core.read_bytes(label_path), image_path,
+                                 label_path)
+    return {'image': image, 'label': label, 'index': np.int32(index)}
+
+  def __repr__(self) -> str:
+    return f'FolderSource({len(self._pairs)} pairs)'
+
+
+class TfdsSource:
+  """Grain random-access source decoding records of a TFDS array_record build.
+  """
+
+  def __init__(self, data_source, decoder: core.ExampleDecoder,
+               description: str = ''):
+    self._source = data_source
+    self._decoder = decoder
+    self._description = description
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index) % len(self._source)
+    try:
+      record = self._source[index]
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'{self._description}: cannot read record {index} '
+                      f'({type(e).__name__}: {e}).') from e
+    image_path = _text(record['image_file'])
+    label_path = _text(record['label_file'])
+    image, label = self._decoder(record['image_bytes'], record['label_bytes'],
+                                 image_path, label_path)
+    return {'image': image, 'label': label, 'index': np.int32(index)}
+
+  def __repr__(self) -> str:
+    return f'TfdsSource({self._description}, {len(self)} records)'
+
+
+def _text(value) -> str:
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def tfds_data_dir(data_config) -> str:
+  """Where the array_record build lives ('' -> `<root>/tfds`)."""
+  if data_config.tfds_data_dir:
+    return data_config.tfds_data_dir
+  if not data_config.root:
+    raise DataError('Set config.data.tfds_data_dir (or config.data.root) for '
+                    "config.data.source='tfds'.")
+  return os.path.join(data_config.root, 'tfds')
+
+
+def tfds_builder(data_config):
+  """The TFDS builder of `data_config.name` (under `tfds_data_dir`)."""
+  # Imported here: TFDS is needed only by this route.
+  # pylint: disable-next=g-import-not-at-top
+  from data_pipelines import tfds_builders
+  builder_cls = tfds_builders.BUILDERS[data_config.name]
+  return builder_cls(data_dir=tfds_data_dir(data_config),
+                     file_format='array_record')
+
+
+def build_tfds(data_config):
+  """Builds (once) the array_record splits from `data_config.root`."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  get_dataset(data_config)  # Checks the name and the class count.
+  if not data_config.root:
+    raise DataError('config.data.root is not set (the prepared folder the '
+                    'TFDS build reads).')
+  builder = tfds_builder(data_config)
+  if not builder.is_prepared():
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=data_config.root))
+  return builder
+
+
+def make_source(data_config, split: str, *, allow_build: bool = True):
+  """A Grain random-access source of decoded examples of `split`.
+
+  Args:
+    data_config: `config.data`.
+    split: 'train' or 'val'.
+    allow_build: route 'tfds' only: build the array_record files from
+      `data_config.root` if they are missing (else raise).
+
+  Returns:
+    A source whose items are {'image': uint8 [h, w, 3], 'label': int32 [h, w]
+    class ids after the data set's remapping, 'index': int32 position in the
+    split}; synthetic examples already have the configured size.
+
+  Raises:
+    DataError: naming the folder or file, for a missing or empty split,
+      unpaired files, a wrong config (name, num_classes, palette, source).
+  """
+  _check_split(split)
+  if data_config.name == 'synthetic':
+    n = int(data_config.synthetic_num_examples)
+    if n <= 0:
+      raise DataError(f'config.data.synthetic_num_examples={n}; it must be '
+                      'positive.')
+    return synthetic.SyntheticSource(
+        n, core.image_hw(data_config), int(data_config.num_classes),
+        int(data_config.dontcare_id), int(data_config.synthetic_seed), split)
+  dataset = get_dataset(data_config)
+  if data_config.source == 'folder':
+    return FolderSource(dataset.list_pairs(split), dataset.decoder)
+  if data_config.source != 'tfds':
+    raise DataError(f"config.data.source={data_config.source!r}; expected "
+                    "'folder' or 'tfds'.")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds_builder(data_config)
+  if not builder.is_prepared():
+    if not allow_build:
+      raise DataError(
+          f'No TFDS build of {data_config.name} in {tfds_data_dir(data_config)}'
+          '; build it first: python -m data_pipelines.build --config=... '
+          '--config.data.root=DIR --config.data.tfds_data_dir=OUT.')
+    builder = build_tfds(data_config)
+  if split not in builder.info.splits:
+    raise DataError(f'{builder.data_dir}: the TFDS build has no {split!r} '
+                    f'split (it has {sorted(builder.info.splits)}).')
+  source = tfds.data_source(builder.name, split=split,
+                            data_dir=tfds_data_dir(data_config),
+                            download=False)
+  if not len(source):  # pylint: disable=g-explicit-length-test
+    raise DataError(f'{builder.data_dir}: empty split {split!r}.')
+  return TfdsSource(source, dataset.decoder,
+                    f'{builder.data_dir} ({split})')
+
+
+def num_examples(data_config, split: str) -> int:
+  """Number of examples of `split` (pairs in the folder, records in TFDS)."""
+  _check_split(split)
+  if data_config.name == 'synthetic':
+    return int(data_config.synthetic_num_examples)
+  if data_config.source == 'tfds':
+    builder = tfds_builder(data_config)
+    if builder.is_prepared():
+      if split not in builder.info.splits:
+        raise DataError(f'{builder.data_dir}: the TFDS build has no '
+                        f'{split!r} split.')
+      return int(builder.info.splits[split].num_examples)
+  return len(get_dataset(data_config).list_pairs(split))

@@ -1,0 +1,176 @@
+"""Scans a data set split and reports its pairs, sizes, classes and problems.
+
+  python -m data_pipelines.inspect --config=configs/coco.py \
+      --config.data.root=DIR [--split=train] [--json]
+
+Reports the number of pairs, the image sizes, the histogram of class ids
+after the data set's remapping and every problem found (each naming the
+file); exits with status 1 if there is any problem. With --json it prints one
+JSON object with `num_examples`, `image_sizes`, `class_histogram` (class id ->
+pixel count) and `problems` (a list of {'file', 'problem'}).
+"""
+
+import collections
+import concurrent.futures
+import json
+import os
+import sys
+import time
+from typing import Any, Optional
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import numpy as np
+
+import data_pipelines
+from data_pipelines import core
+
+
+def _define_flags():
+  """Defines the flags; only when run as a program, so that importing `scan`
+  defines no global flag (such as --config, which main.py also defines)."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Training config file (its config.data is used).',
+      lock_config=True)
+  flags.DEFINE_enum('split', 'train', list(data_pipelines.SPLITS),
+                    'Split to scan.')
+  flags.DEFINE_bool('json', False, 'Print one JSON object.')
+  flags.DEFINE_integer('num_threads', 0,
+                       'Decoding threads (0: the number of CPUs).')
+  flags.mark_flags_as_required(['config'])
+
+
+def _scan_pair(decoder: core.ExampleDecoder, pair: core.Pair):
+  """(image (w, h), class-id histogram, problems) of a pair (None: failed)."""
+  problems = []
+  image = label = None
+  try:
+    image = decoder.decode_image(core.read_bytes(pair.image), pair.image)
+  except core.DataError as e:
+    problems.append(core.Problem(e.file or pair.image, str(e)))
+  try:
+    label = decoder.decode_label(core.read_bytes(pair.label), pair.label)
+  except core.DataError as e:
+    problems.append(core.Problem(e.file or pair.label, str(e)))
+  if image is not None and label is not None:
+    if image.shape[:2] != label.shape:
+      problems.append(core.Problem(pair.image, (
+          f'{pair.image} is {image.shape[1]}x{image.shape[0]} (WxH) but its '
+          f'label {pair.label} is {label.shape[1]}x{label.shape[0]}.')))
+  histogram = None
+  if label is not None:
+    histogram = np.bincount(label.ravel())
+    try:
+      decoder.check_ids(label, pair.label)
+    except core.DataError as e:
+      problems.append(core.Problem(pair.label, str(e)))
+  size = None if image is None else (image.shape[1], image.shape[0])
+  return size, histogram, problems
+
+
+def scan(data_config, split: str = 'train', num_threads: int = 0,
+         log_progress: bool = False) -> dict[str, Any]:
+  """Scans `split` of the data set of `data_config`.
+
+  Args:
+    data_config: `config.data`.
+    split: 'train' or 'val'.
+    num_threads: decoding threads (0: the number of CPUs).
+    log_progress: print progress to stderr.
+
+  Returns:
+    {'dataset', 'root', 'split', 'num_examples' (pairs found),
+    'image_sizes' ('WxH' -> count), 'class_histogram' (class id -> pixels,
+    after remapping), 'problems' (list of {'file', 'problem'})}.
+  """
+  problems: list[core.Problem] = []
+  sizes = collections.Counter()
+  histogram = np.zeros(0, np.int64)
+
+  def add(size, hist):
+    nonlocal histogram
+    if size is not None:
+      sizes[f'{size[0]}x{size[1]}'] += 1
+    if hist is not None:
+      if len(hist) > len(histogram):
+        histogram = np.pad(histogram, (0, len(hist) - len(histogram)))
+      histogram[:len(hist)] += hist
+
+  if data_config.name == 'synthetic':
+    source = data_pipelines.make_source(data_config, split)
+    count = len(source)
+    for i in range(count):
+      example = source[i]
+      h, w = example['label'].shape
+      add((w, h), np.bincount(example['label'].ravel()))
+  else:
+    pairs, decoder = [], None
+    try:
+      dataset = data_pipelines.get_dataset(data_config)
+      decoder = dataset.decoder
+      pairs = dataset.list_pairs(split, problems)
+    except core.DataError as e:
+      problems.append(core.Problem(e.file or str(data_config.root), str(e)))
+    count = len(pairs)
+    threads = num_threads or os.cpu_count() or 1
+    start = time.time()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+      results = pool.map(lambda p: _scan_pair(decoder, p), pairs)
+      for done, (size, hist, found) in enumerate(results, 1):
+        add(size, hist)
+        problems.extend(found)
+        if log_progress and (done % 1000 == 0 or done == count):
+          print(f'{done}/{count} pairs scanned ({time.time() - start:.0f} s)',
+                file=sys.stderr)
+  return {
+      'dataset': data_config.name,
+      'root': data_config.root,
+      'split': split,
+      'num_examples': count,
+      'image_sizes': dict(sizes.most_common()),
+      'class_histogram': {int(c): int(n) for c, n in enumerate(histogram)
+                          if n},
+      'problems': [{'file': p.file, 'problem': p.message} for p in problems],
+  }
+
+
+def format_report(report: dict[str, Any],
+                  num_classes: Optional[int] = None) -> str:
+  """The human-readable form of `scan`'s report."""
+  lines = [f"{report['dataset']} {report['split']} ({report['root']}): "
+           f"{report['num_examples']} pairs"]
+  sizes = list(report['image_sizes'].items())
+  shown = ', '.join(f'{s}: {n}' for s, n in sizes[:10])
+  more = f', and {len(sizes) - 10} other sizes' if len(sizes) > 10 else ''
+  lines.append(f'image sizes (WxH): {shown}{more}')
+  histogram = report['class_histogram']
+  total = sum(histogram.values()) or 1
+  lines.append(f'class ids after remapping: {len(histogram)} present'
+               + (f' of {num_classes}' if num_classes else '') +
+               ' (id: pixels, share)')
+  for class_id, pixels in sorted(histogram.items()):
+    lines.append(f'  {class_id:5d}: {pixels:12d}  {100 * pixels / total:6.2f}%')
+  problems = report['problems']
+  lines.append(f'{len(problems)} problem(s)' + (':' if problems else '.'))
+  lines.extend(f"  {p['problem']}" for p in problems)
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = flags.FLAGS.config
+  as_json = flags.FLAGS.json
+  report = scan(config.data, flags.FLAGS.split, flags.FLAGS.num_threads,
+                log_progress=not as_json)
+  if as_json:
+    print(json.dumps(report))
+  else:
+    print(format_report(report, int(config.data.num_classes)))
+  return 1 if report['problems'] else 0
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,403 @@
+"""Segmentation (mIoU) and diversity (MS-SSIM) metrics for generated images.
+
+mIoU: a pretrained segmenter (an ONNX file run with onnxruntime, or any
+Python callable) labels the generated images; its predictions are compared
+with the input label maps, mapped to the segmenter's classes by a per-data-set
+`SegmentationProtocol`, through a confusion matrix.
+
+Diversity: mean pairwise MS-SSIM between images generated from one label map
+with different noise (lower is more diverse). LPIPS is not implemented.
+
+Layouts: images [B, H, W, 3] float in [-1, 1] (NHWC); label maps [B, H, W]
+integer ids.
+"""
+
+import dataclasses
+import functools
+from typing import Callable, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from oasis_jax import inception
+
+# ----------------------------------------------------------------------------
+# Confusion matrix and mIoU.
+# ----------------------------------------------------------------------------
+
+
+def confusion_matrix(labels, preds, num_classes: int,
+                     ignore_index: Optional[int] = None) -> np.ndarray:
+  """Counts pixels per (true class, predicted class).
+
+  Args:
+    labels: integer class ids, any shape.
+    preds: integer class ids, same shape as labels.
+    num_classes: C; ids must lie in [0, C).
+    ignore_index: pixels whose label is this id are not counted (the
+      don't-care class).
+
+  Returns:
+    [C, C] int64, rows true classes, columns predictions.
+
+  Raises:
+    ValueError: shapes differ, or a counted label or a prediction lies
+      outside [0, C).
+  """
+  labels, preds = np.asarray(labels), np.asarray(preds)
+  if labels.shape != preds.shape:
+    raise ValueError(f'labels {labels.shape} and preds {preds.shape} differ.')
+  labels, preds = labels.reshape(-1).astype(np.int64), preds.reshape(
+      -1).astype(np.int64)
+  if ignore_index is not None:
+    keep = labels != ignore_index
+    labels, preds = labels[keep], preds[keep]
+  for name, ids in (('label', labels), ('prediction', preds)):
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+      raise ValueError(f'A {name} id lies outside [0, {num_classes}): '
+                       f'[{ids.min()}, {ids.max()}].')
+  counts = np.bincount(labels * num_classes + preds,
+                       minlength=num_classes * num_classes)
+  return counts.reshape(num_classes, num_classes)
+
+
+def per_class_iou(conf) -> np.ndarray:
+  """IoU per class, TP / (TP + FP + FN); NaN where the union is empty.
+
+  Args:
+    conf: [C, C] confusion matrix (rows true, columns predicted).
+
+  Returns:
+    [C] float64.
+  """
+  conf = np.asarray(conf, np.float64)
+  tp = np.diag(conf)
+  union = conf.sum(axis=0) + conf.sum(axis=1) - tp
+  with np.errstate(divide='ignore', invalid='ignore'):
+    return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(conf, ignore_index: Optional[int] = None) -> float:
+  """Mean IoU over the classes that occur (in labels or predictions).
+
+  Args:
+    conf: [C, C] confusion matrix (rows true, columns predicted), e.g. the
+      sum of `confusion_matrix` over all batches.
+    ignore_index: a class id in [0, C) left out of the mean (the don't-care
+      class, when it is one of the C); ids outside [0, C) change nothing.
+
+  Returns:
+    The mIoU in [0, 1]; NaN when no class occurs.
+  """
+  iou = per_class_iou(conf)
+  if ignore_index is not None and 0 <= ignore_index < iou.shape[0]:
+    iou = np.delete(iou, ignore_index)
+  iou = iou[~np.isnan(iou)]
+  return float(iou.mean()) if iou.size else float('nan')
+
+
+# ----------------------------------------------------------------------------
+# Per-data-set protocols.
+# ----------------------------------------------------------------------------
+
+IGNORE_ID = 255
+
+# Cityscapes labelIds -> trainIds (the 19 evaluated classes); every other id
+# of the 35 (0..33, and 34 for -1 "license plate") is ignored.
+_CITYSCAPES_TRAIN_IDS = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
+    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
+}
+
+
+def _table(num_ids: int, pairs) -> np.ndarray:
+  table = np.full((num_ids,), IGNORE_ID, np.int64)
+  for src, dst in pairs:
+    table[src] = dst
+  return table
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationProtocol:
+  """How generated images of one data set are segmented and scored.
+
+  Attributes:
+    name: data set name.
+    num_classes: the segmenter's class count (the confusion matrix size).
+    input_size: (height, width) the images are resized to (bilinear) before
+      the segmenter sees them.
+    label_map: [num dataset ids] int64, dataset class id -> segmenter class
+      id, or `ignore_index` for ids not evaluated (don't care).
+    ignore_index: the id of pixels that are not counted.
+  """
+  name: str
+  num_classes: int
+  input_size: Tuple[int, int]
+  label_map: np.ndarray = dataclasses.field(repr=False)
+  ignore_index: int = IGNORE_ID
+
+  def map_labels(self, labels) -> np.ndarray:
+    """Dataset ids -> segmenter ids; ids outside the table are ignored."""
+    labels = np.asarray(labels).astype(np.int64)
+    inside = (labels >= 0) & (labels < self.label_map.shape[0])
+    return np.where(inside,
+                    self.label_map[np.clip(labels, 0,
+                                           self.label_map.shape[0] - 1)],
+                    self.ignore_index)
+
+
+# The segmenters of the paper (DRN-D-105, UperNet-101, DeepLab-v2) are not
+# shipped; input_size is the generated size. Use dataclasses.replace to adapt.
+PROTOCOLS = {
+    # labelIds 0..33 (35 OASIS ids) -> 19 trainIds.
+    'cityscapes': SegmentationProtocol(
+        'cityscapes', 19, (256, 512),
+        _table(35, _CITYSCAPES_TRAIN_IDS.items())),
+    # OASIS ids 1..150 -> 0..149; 0 (unlabeled) ignored.
+    'ade20k': SegmentationProtocol(
+        'ade20k', 150, (256, 256),
+        _table(151, ((i, i - 1) for i in range(1, 151)))),
+    # OASIS ids 1..182 (PNG value + 1) -> 0..181; 0 (unlabeled) ignored.
+    'coco_stuff': SegmentationProtocol(
+        'coco_stuff', 182, (256, 256),
+        _table(183, ((i, i - 1) for i in range(1, 183)))),
+}
+
+
+def get_protocol(name: str) -> SegmentationProtocol:
+  if name not in PROTOCOLS:
+    raise ValueError(f'No mIoU protocol for {name!r}; known: '
+                     f'{", ".join(sorted(PROTOCOLS))}.')
+  return PROTOCOLS[name]
+
+
+# ----------------------------------------------------------------------------
+# Segmenters.
+# ----------------------------------------------------------------------------
+
+# Segmenter: images [B, H, W, 3] float32 in [-1, 1] -> [B, h, w] integer ids,
+# or [B, h, w, C] scores (argmax over the last axis).
+Segmenter = Callable[[np.ndarray], np.ndarray]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class OnnxSegmenter:
+  """A segmenter in an ONNX file, run with onnxruntime on the host.
+
+  The model gets float32 images normalised as (x01 - mean) / std, where x01
+  is the image in [0, 1], in NCHW (or NHWC) layout, and returns either class
+  scores [B, C, h, w] (NCHW; [B, h, w, C] if channels_first is False) or
+  integer ids [B, h, w]; the first output is used.
+  """
+
+  def __init__(self, path: str, *, mean: Sequence[float] = IMAGENET_MEAN,
+               std: Sequence[float] = IMAGENET_STD,
+               channels_first: bool = True,
+               providers: Optional[Sequence[str]] = None):
+    """Opens the model.
+
+    Args:
+      path: the .onnx file.
+      mean: per-channel mean subtracted from the [0, 1] image.
+      std: per-channel divisor, after the mean.
+      channels_first: the model's input (and score output) is NCHW.
+      providers: onnxruntime execution providers (default: CPU).
+    """
+    import onnxruntime  # pylint: disable=g-import-not-at-top
+    self.session = onnxruntime.InferenceSession(
+        path, providers=list(providers or ['CPUExecutionProvider']))
+    self.input_name = self.session.get_inputs()[0].name
+    self.mean = np.asarray(mean, np.float32)
+    self.std = np.asarray(std, np.float32)
+    self.channels_first = channels_first
+
+  def __call__(self, images) -> np.ndarray:
+    """[B, H, W, 3] float in [-1, 1] -> [B, h, w] int64 class ids."""
+    x = (np.asarray(images, np.float32) + 1.0) / 2.0
+    x = (x - self.mean) / self.std
+    if self.channels_first:
+      x = x.transpose(0, 3, 1, 2)
+    out = np.asarray(self.session.run(None, {self.input_name:
+                                             np.ascontiguousarray(x)})[0])
+    if out.ndim == 4:
+      out = out.argmax(axis=1 if self.channels_first else -1)
+    return out.astype(np.int64)
+
+
+def _resize_nearest(ids: np.ndarray, height: int, width: int) -> np.ndarray:
+  """PyTorch 'nearest' resize of [B, h, w] ids: source = floor(dst * in/out)."""
+  rows = (np.arange(height) * ids.shape[1]) // height
+  cols = (np.arange(width) * ids.shape[2]) // width
+  return ids[:, rows][:, :, cols]
+
+
+def segment(segmenter: Segmenter, images, protocol: SegmentationProtocol
+            ) -> np.ndarray:
+  """Runs the segmenter at the protocol's input size.
+
+  Args:
+    segmenter: a `Segmenter` (e.g. `OnnxSegmenter`).
+    images: [B, H, W, 3] float in [-1, 1].
+    protocol: gives the input size.
+
+  Returns:
+    [B, h, w] int64 predicted segmenter class ids.
+  """
+  height, width = protocol.input_size
+  images = jnp.asarray(images, jnp.float32)
+  if images.shape[1:3] != (height, width):
+    images = inception.resize_bilinear(images, height, width)
+  out = np.asarray(segmenter(np.asarray(images)))
+  if out.ndim == 4:
+    out = out.argmax(axis=-1)
+  return out.astype(np.int64)
+
+
+def segmentation_confusion(segmenter: Segmenter, images, labels,
+                           protocol: SegmentationProtocol) -> np.ndarray:
+  """Confusion matrix of the segmenter's predictions on generated images.
+
+  Predictions are resized (nearest) to the label maps' size; labels are
+  mapped by `protocol.label_map` and its ignored ids are not counted. Sum the
+  matrices over batches and pass the sum to `mean_iou`.
+
+  Args:
+    segmenter: a `Segmenter`.
+    images: [B, H, W, 3] generated images, float in [-1, 1].
+    labels: [B, H', W'] the dataset label ids they were generated from.
+    protocol: the data set's `SegmentationProtocol`.
+
+  Returns:
+    [num_classes, num_classes] int64.
+  """
+  labels = protocol.map_labels(labels)
+  preds = segment(segmenter, images, protocol)
+  if preds.shape[1:] != labels.shape[1:]:
+    preds = _resize_nearest(preds, *labels.shape[1:])
+  return confusion_matrix(labels, preds, protocol.num_classes,
+                          ignore_index=protocol.ignore_index)
+
+
+# ----------------------------------------------------------------------------
+# MS-SSIM.
+# ----------------------------------------------------------------------------
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def _gaussian_window(size: int, sigma: float) -> np.ndarray:
+  x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+  g = np.exp(-x**2 / (2.0 * sigma**2))
+  return (g / g.sum()).astype(np.float32)
+
+
+def _filter_valid(x, window):
+  """Separable Gaussian filter of [B, H, W, C] per channel, 'valid' region."""
+  channels = x.shape[-1]
+  size = window.shape[0]
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  for kernel_shape in ((size, 1), (1, size)):
+    kernel = jnp.tile(jnp.asarray(window).reshape(kernel_shape + (1, 1)),
+                      (1, 1, 1, channels))
+    x = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), 'VALID', dimension_numbers=dn,
+        feature_group_count=channels, precision=jax.lax.Precision.HIGHEST)
+  return x
+
+
+def _ssim_and_cs(x, y, window, max_val, k1, k2):
+  """Mean SSIM and contrast-structure term per image ([B] each)."""
+  c1, c2 = (k1 * max_val)**2, (k2 * max_val)**2
+  mu_x, mu_y = _filter_valid(x, window), _filter_valid(y, window)
+  var_x = _filter_valid(x * x, window) - mu_x**2
+  var_y = _filter_valid(y * y, window) - mu_y**2
+  cov = _filter_valid(x * y, window) - mu_x * mu_y
+  cs_map = (2.0 * cov + c2) / (var_x + var_y + c2)
+  ssim_map = (2.0 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs_map
+  return ssim_map.mean(axis=(1, 2, 3)), cs_map.mean(axis=(1, 2, 3))
+
+
+def _downsample(x):
+  """2x2 average pool, stride 2; odd sizes padded, padding not counted."""
+  return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 2, 2, 1),
+                               (1, 2, 2, 1), 'SAME') / jax.lax.reduce_window(
+                                   jnp.ones_like(x), 0.0, jax.lax.add,
+                                   (1, 2, 2, 1), (1, 2, 2, 1), 'SAME')
+
+
+@functools.partial(jax.jit, static_argnames=('max_val', 'filter_size',
+                                              'filter_sigma', 'k1', 'k2'))
+def ms_ssim(img1, img2, max_val: float = 2.0, filter_size: int = 11,
+            filter_sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03):
+  """Multi-scale SSIM (Wang et al. 2003), 5 scales, per image pair.
+
+  prod_{i<5} relu(cs_i)^w_i * relu(ssim_5)^w_5 with the standard weights,
+  an 11x11 Gaussian window (sigma 1.5) over the valid region, and 2x2 average
+  downsampling between scales (as tf.image.ssim_multiscale).
+
+  Args:
+    img1: [B, H, W, C] (or [H, W, C]) float; min(H, W) >= 16 * (filter_size
+      - 1) + 1 (161 for the default window).
+    img2: same shape as img1.
+    max_val: the dynamic range (2.0 for images in [-1, 1], 1.0 for [0, 1],
+      255 for uint8 values).
+    filter_size: Gaussian window size.
+    filter_sigma: Gaussian window width.
+    k1: SSIM constant.
+    k2: SSIM constant.
+
+  Returns:
+    [B] float32 MS-SSIM (a scalar for unbatched input); 1 for equal images.
+  """
+  x, y = jnp.asarray(img1, jnp.float32), jnp.asarray(img2, jnp.float32)
+  if x.shape != y.shape:
+    raise ValueError(f'Shapes differ: {x.shape} vs {y.shape}.')
+  unbatched = x.ndim == 3
+  if unbatched:
+    x, y = x[None], y[None]
+  levels = len(MS_SSIM_WEIGHTS)
+  min_side = (filter_size - 1) * 2**(levels - 1) + 1
+  if min(x.shape[1:3]) < min_side:
+    raise ValueError(f'MS-SSIM with a {filter_size} window needs images of at '
+                     f'least {min_side} pixels per side, got {x.shape[1:3]}.')
+  window = _gaussian_window(filter_size, filter_sigma)
+  weights = jnp.asarray(MS_SSIM_WEIGHTS, jnp.float32)
+  terms = []
+  for level in range(levels):
+    ssim, cs = _ssim_and_cs(x, y, window, max_val, k1, k2)
+    if level < levels - 1:
+      terms.append(cs)
+      x, y = _downsample(x), _downsample(y)
+    else:
+      terms.append(ssim)
+  values = jnp.maximum(jnp.stack(terms, axis=-1), 0.0)
+  result = jnp.prod(values**weights, axis=-1)
+  return result[0] if unbatched else result
+
+
+def mean_pairwise_ms_ssim(images, max_val: float = 2.0,
+                          batch_size: int = 64) -> float:
+  """Mean MS-SSIM over all pairs of images (diversity; lower = more diverse).
+
+  Args:
+    images: [N, H, W, C] images generated from one label map with different
+      noise, float in [-1, 1] (else set max_val); N >= 2.
+    max_val: dynamic range of the images.
+    batch_size: pairs per `ms_ssim` call.
+
+  Returns:
+    The mean over the N (N - 1) / 2 pairs.
+  """
+  images = np.asarray(images, np.float32)
+  n = images.shape[0]
+  if n < 2:
+    raise ValueError(f'Need at least 2 images, got {n}.')
+  first, second = np.triu_indices(n, k=1)
+  values = []
+  for start in range(0, first.shape[0], batch_size):
+    i, j = first[start:start + batch_size], second[start:start + batch_size]
+    values.append(np.asarray(ms_ssim(images[i], images[j], max_val=max_val)))
+  return float(np.concatenate(values).astype(np.float64).mean())

@@ -7,6 +7,9 @@ import time
 from typing import Callable
 
 import jax
+import numpy as np
+
+from oasis_jax import train_state
 
 
 def peak_rss_mib() -> float:
@@ -50,3 +53,13 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 
 def print_json(result: dict) -> None:
   print(json.dumps(result, sort_keys=True))
+
+
+def make_batch(config, seed=0):
+  """A random uint8 image / label batch of config.train.batch_size."""
+  h, w = train_state.image_hw(config)
+  b = config.train.batch_size
+  rng = np.random.default_rng(seed)
+  return {'image': rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8),
+          'label': rng.integers(0, config.data.num_classes, (b, h, w),
+                                dtype=np.int32)}

@@ -16,9 +16,7 @@ import sys
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -32,15 +30,6 @@ _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed iterations.')
 _RUNS = flags.DEFINE_integer('runs', 5, 'Timed iterations (median).')
 
 
-def make_batch(config, seed=0):
-  h, w = train_state.image_hw(config)
-  b = config.train.batch_size
-  rng = np.random.default_rng(seed)
-  return {'image': rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8),
-          'label': rng.integers(0, config.data.num_classes, (b, h, w),
-                                dtype=np.int32)}
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -48,7 +37,7 @@ def main(argv):
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   state = jax.jit(functools.partial(train_state.create_train_state, config),
                   out_shardings=repl)(jax.random.PRNGKey(config.seed))
-  batch = jax.device_put(make_batch(config), data)
+  batch = jax.device_put(common.make_batch(config), data)
   step = jax.jit(functools.partial(steps.train_step, config=config),
                  in_shardings=(repl, data, repl), out_shardings=(repl, repl),
                  donate_argnums=0)

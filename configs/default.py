@@ -82,4 +82,9 @@ def get_config():
   # D step: run D(fake), D(real), D(mixed) as one batched call (same numbers
   # up to float rounding: each chunk keeps its own spectral-norm iteration).
   perf.fuse_d_forwards = True
+  # How SPADE and the stem convolve [z | one-hot]: 'dense' (a conv over the
+  # materialized one-hot, as officially), 'gather' (rows of the kernel read
+  # by class id; scatter-add backward), 'gather_matmul' (one-hot matmul
+  # backward, for TPUs), 'auto' (gather_matmul on TPU, else gather).
+  perf.label_conv = 'auto'
   return config

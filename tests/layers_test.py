@@ -122,6 +122,37 @@ class SpectralNormTest(parameterized.TestCase):
                                atol=1e-4 * float(jnp.abs(g['kernel']).sum()))
 
 
+class LabelConvTest(parameterized.TestCase):
+  """The gather formulations equal a conv over the materialized one-hot."""
+
+  @parameterized.product(mode=['gather', 'gather_matmul'],
+                         per_pixel_z=[False, True])
+  def test_modes_agree_with_dense_conv_forward_and_gradient(
+      self, mode, per_pixel_z):
+    label = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 5), 0, 7)
+    z = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
+    if per_pixel_z:
+      z = jax.random.normal(jax.random.PRNGKey(2), (2, 6, 5, 3))
+    dense = layers.LabelConv(4, 7, 3, mode='dense')
+    fast = layers.LabelConv(4, 7, 3, mode=mode)
+    v = dense.init(jax.random.PRNGKey(3), label, z)
+    v = jax.tree.map(lambda x: x + 0.1, v)  # Non-zero bias too.
+    g = jax.random.normal(jax.random.PRNGKey(4), (2, 6, 5, 4))
+    out = {}
+    for name, m in (('dense', dense), ('fast', fast)):
+      f = lambda p, m=m: jnp.sum(m.apply({'params': p}, label, z) * g)
+      out[name] = (m.apply(v, label, z), jax.grad(f)(v['params']))
+    np.testing.assert_allclose(out['fast'][0], out['dense'][0], rtol=1e-5,
+                               atol=1e-5)
+    for a, b in zip(jax.tree.leaves(out['fast'][1]),
+                    jax.tree.leaves(out['dense'][1])):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+  def test_unknown_mode_is_an_error(self):
+    with self.assertRaisesRegex(ValueError, 'perf.label_conv'):
+      layers.resolve_label_conv_mode('sparse')
+
+
 class ParamFreeNormTest(parameterized.TestCase):
 
   def test_batch_norm_train_statistics_and_running_update(self):

@@ -29,7 +29,9 @@ def make_generator(config) -> generator_lib.OasisGenerator:
       spade_hidden=g.spade_hidden, use_3d_noise=g.use_3d_noise,
       spectral_norm=g.use_spectral_norm, norm=g.norm,
       aspect_ratio=config.data.aspect_ratio,
-      remat=config.perf.get('remat', False), dtype=compute_dtype(config))
+      remat=config.perf.get('remat', False),
+      label_conv=config.perf.get('label_conv', 'auto'),
+      dtype=compute_dtype(config))
 
 
 def make_discriminator(config) -> discriminator_lib.OasisDiscriminator:

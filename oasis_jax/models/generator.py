@@ -1,6 +1,6 @@
 """The OASIS generator: a SPADE ResNet generator conditioned on [z | one-hot]."""
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -40,6 +40,7 @@ class OasisGenerator(nn.Module):
   norm: str = 'batch'
   aspect_ratio: float = 1.0
   remat: bool = False
+  label_conv: str = 'auto'  # How [z | one-hot] is convolved (LabelConv).
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -58,24 +59,21 @@ class OasisGenerator(nn.Module):
       [B, H, W, 3] in [-1, 1].
     """
     b, h, w = label.shape
-    seg = jax.nn.one_hot(label, self.num_classes, dtype=jnp.float32)
+    label = label.astype(jnp.int32)
+    z_dim = self.z_dim if self.use_3d_noise else 0
     if self.use_3d_noise:
       if z is None:
         raise ValueError('use_3d_noise=True: the generator needs z.')
-      if z.ndim == 2:
-        z = jnp.broadcast_to(z[:, None, None, :], (b, h, w, z.shape[-1]))
-      if z.shape[:3] != (b, h, w) or z.shape[-1] != self.z_dim:
+      if (z.ndim not in (2, 4) or z.shape[0] != b
+          or (z.ndim == 4 and z.shape[1:3] != (h, w))
+          or z.shape[-1] != self.z_dim):
         raise ValueError(f'z must be [B, z_dim] or [B, H, W, z_dim] with '
                          f'z_dim={self.z_dim}, label {label.shape}; got '
                          f'{z.shape}.')
-      seg = jnp.concatenate([z.astype(jnp.float32), seg], axis=-1)
     elif z is not None:
       raise ValueError('use_3d_noise=False: the generator takes no z.')
-    if self.dtype is not None:
-      seg = seg.astype(self.dtype)
 
-    expected_w = w
-    lh, lw = latent_hw(expected_w, self.aspect_ratio, self.num_res_blocks)
+    lh, lw = latent_hw(w, self.aspect_ratio, self.num_res_blocks)
     scale = 2**(self.num_res_blocks - 1)
     if (lh * scale, lw * scale) != (h, w):
       raise ValueError(
@@ -84,15 +82,16 @@ class OasisGenerator(nn.Module):
           f'{lh * scale}x{lw * scale}.')
     chans = [m * self.channels for m in channel_multipliers(
         self.num_res_blocks)]
-    x = layers.nearest_resize(seg, (lh, lw))
-    x = layers.Conv(chans[0], 3, dtype=self.dtype, name='fc')(x, train=train)
+    x = layers.LabelConv(chans[0], self.num_classes, z_dim,
+                         mode=self.label_conv, dtype=self.dtype, name='fc')(
+                             *spade.resize_condition(label, z, (lh, lw)))
     block_cls = spade.SPADEResBlock
     if self.remat:
       block_cls = nn.remat(block_cls)
     for i in range(self.num_res_blocks):
-      x = block_cls(chans[i + 1], self.spade_hidden, self.norm,
-                    self.spectral_norm, train, self.dtype,
-                    name=f'body_{i}')(x, seg)
+      x = block_cls(chans[i + 1], self.num_classes, z_dim, self.spade_hidden,
+                    self.norm, self.spectral_norm, train, self.label_conv,
+                    self.dtype, name=f'body_{i}')(x, label, z)
       if i < self.num_res_blocks - 1:
         x = layers.upsample2x(x)
     x = layers.Conv(3, 3, dtype=self.dtype, name='conv_img')(

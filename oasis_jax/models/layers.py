@@ -7,6 +7,7 @@ statistics live in the ``batch_stats`` collection, so one
 training-mode forward updates.
 """
 
+import functools
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -191,3 +192,128 @@ class ParamFreeNorm(nn.Module):
     else:
       mean, var = ra_mean.value, ra_var.value
     return ((xf - mean) * jax.lax.rsqrt(var + NORM_EPS)).astype(x.dtype)
+
+
+LABEL_CONV_MODES = ('dense', 'gather', 'gather_matmul', 'auto')
+
+
+def resolve_label_conv_mode(mode: str) -> str:
+  """'auto' -> 'gather' on CPU/GPU, 'gather_matmul' on TPU."""
+  if mode not in LABEL_CONV_MODES:
+    raise ValueError(f'config.perf.label_conv must be one of '
+                     f'{LABEL_CONV_MODES}, got {mode!r}.')
+  if mode == 'auto':
+    return 'gather_matmul' if jax.default_backend() == 'tpu' else 'gather'
+  return mode
+
+
+def _valid_taps(h: int, w: int, k: int) -> np.ndarray:
+  """[h, w, k*k]: 1 where tap (i, j) of a 'same' conv reads inside the map."""
+  p = k // 2
+  rows = np.arange(h)[:, None] + np.arange(k)[None, :] - p
+  cols = np.arange(w)[:, None] + np.arange(k)[None, :] - p
+  rv = (rows >= 0) & (rows < h)
+  cv = (cols >= 0) & (cols < w)
+  return (rv[:, None, :, None] & cv[None, :, None, :]).reshape(
+      h, w, k * k).astype(np.float32)
+
+
+def _shifted_labels(label: jax.Array, num_classes: int, k: int):
+  """The k*k shifted views of the label map; outside pixels get id C."""
+  p = k // 2
+  h, w = label.shape[1:]
+  lp = jnp.pad(label, ((0, 0), (p, p), (p, p)), constant_values=num_classes)
+  return [lp[:, i:i + h, j:j + w] for i in range(k) for j in range(k)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _one_hot_conv(kernel: jax.Array, label: jax.Array, matmul_grad: bool):
+  """conv(one_hot(label), kernel) as a sum of k*k row gathers."""
+  k, _, c, f = kernel.shape
+  table = jnp.concatenate(
+      [kernel.reshape(k * k, c, f), jnp.zeros((k * k, 1, f), kernel.dtype)],
+      axis=1)
+  out = None
+  for t, ids in enumerate(_shifted_labels(label, c, k)):
+    rows = table[t][ids]
+    out = rows if out is None else out + rows
+  return out
+
+
+def _one_hot_conv_fwd(kernel, label, matmul_grad):
+  return _one_hot_conv(kernel, label, matmul_grad), (kernel.shape, label)
+
+
+def _one_hot_conv_bwd(matmul_grad, res, g):
+  (k, _, c, f), label = res
+  g2 = g.reshape(-1, f).astype(jnp.float32)
+  grads = []
+  for ids in _shifted_labels(label, c, k):
+    ids = ids.reshape(-1)
+    if matmul_grad:  # Dense one-hot matmul: MXU-friendly (TPU).
+      dw = jnp.matmul(jax.nn.one_hot(ids, c, dtype=g2.dtype).T, g2,
+                      precision='highest')
+    else:  # Scatter-add of the output gradient into the rows read.
+      dw = jax.ops.segment_sum(g2, ids, num_segments=c + 1)[:c]
+    grads.append(dw)
+  dkernel = jnp.stack(grads).reshape(k, k, c, f)
+  return dkernel, None
+
+
+_one_hot_conv.defvjp(_one_hot_conv_fwd, _one_hot_conv_bwd)
+
+
+class LabelConv(nn.Module):
+  """'same' conv of the conditioning map [z | one_hot(label)], with bias.
+
+  The kernel is that of a Conv over z_dim + num_classes input channels
+  (channel order [z, one-hot], as officially), so weights convert as for a
+  plain conv. 'dense' materializes the one-hot map and convolves it (the
+  reference); 'gather' / 'gather_matmul' read kernel rows by class id
+  instead (k*k gathers rather than a num_classes-channel conv), and handle
+  a per-image z analytically; their backward passes scatter-add or use a
+  one-hot matmul. Results agree to float rounding.
+  """
+  features: int
+  num_classes: int
+  z_dim: int = 0
+  kernel_size: int = 3
+  mode: str = 'auto'
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, label: jax.Array, z: Optional[jax.Array]) -> jax.Array:
+    """label: [B, h, w] ids; z: None, [B, z_dim] or [B, h, w, z_dim]."""
+    k, c, f = self.kernel_size, self.num_classes, self.features
+    kernel = self.param('kernel', xavier_normal(),
+                        (k, k, self.z_dim + c, f), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (f,), jnp.float32)
+    dtype = self.dtype or jnp.float32
+    b, h, w = label.shape
+    mode = resolve_label_conv_mode(self.mode)
+    if mode == 'dense':
+      seg = jax.nn.one_hot(label, c, dtype=dtype)
+      if self.z_dim:
+        if z.ndim == 2:
+          z = jnp.broadcast_to(z[:, None, None, :], (b, h, w, self.z_dim))
+        seg = jnp.concatenate([z.astype(dtype), seg], axis=-1)
+      return _conv(seg, kernel.astype(dtype)) + bias.astype(dtype)
+    out = _one_hot_conv(kernel[:, :, self.z_dim:].astype(dtype), label,
+                        mode == 'gather_matmul')
+    if self.z_dim:
+      kz = kernel[:, :, :self.z_dim].astype(dtype)
+      if z.ndim == 2:  # Constant map: each tap contributes z . W_tap inside.
+        taps = jnp.einsum('bz,tzf->btf', z.astype(dtype),
+                          kz.reshape(k * k, self.z_dim, f),
+                          precision='highest')
+        out = out + jnp.einsum('hwt,btf->bhwf',
+                               jnp.asarray(_valid_taps(h, w, k), dtype),
+                               taps, precision='highest')
+      else:
+        out = out + _conv(z.astype(dtype), kz)
+    return out + bias.astype(dtype)
+
+
+def _conv(x, kernel):
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))

@@ -1,62 +1,86 @@
-"""SPADE normalization and the SPADE residual block of the OASIS generator."""
+"""SPADE normalization and the SPADE residual block of the OASIS generator.
+
+The conditioning map ``seg`` = [z | one_hot(label)] is passed as its parts:
+``label`` [B, H, W] ids and ``z`` (None, [B, z_dim] or [B, H, W, z_dim]),
+and each SPADE reads it at its own resolution (floor-indexed nearest).
+"""
 
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from oasis_jax.models import layers
+
+
+def resize_condition(label: jax.Array, z: Optional[jax.Array], hw):
+  """Nearest (floor) resize of the label ids and of a per-pixel z."""
+  label = layers.nearest_resize(label[..., None], hw)[..., 0]
+  if z is not None and z.ndim == 4:
+    z = layers.nearest_resize(z, hw)
+  return label, z
 
 
 class SPADE(nn.Module):
   """norm(x) * (1 + gamma(seg)) + beta(seg), seg resized nearest to x.
 
-  ``seg`` is the full-resolution conditioning map [B, H, W, S] ([z | one-hot]
-  with 3D noise); the shared conv has ``hidden`` channels and a ReLU.
+  The shared conv (``hidden`` channels, ReLU) reads [z | one-hot]; gamma and
+  beta are 3x3 convs to x's channels. No spectral norm (as officially).
   """
+  num_classes: int
+  z_dim: int = 0
   hidden: int = 128
   norm: str = 'batch'
   train: bool = True
+  label_conv: str = 'auto'
   dtype: Optional[Any] = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, seg: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, label: jax.Array,
+               z: Optional[jax.Array]) -> jax.Array:
     normalized = layers.ParamFreeNorm(self.norm, name='norm')(
         x, train=self.train)
-    s = layers.nearest_resize(seg, x.shape[1:3])
-    conv = lambda f, name: layers.Conv(f, 3, dtype=self.dtype, name=name)
-    actv = nn.relu(conv(self.hidden, 'mlp_shared')(s, train=self.train))
-    gamma = conv(x.shape[-1], 'mlp_gamma')(actv, train=self.train)
-    beta = conv(x.shape[-1], 'mlp_beta')(actv, train=self.train)
+    label, z = resize_condition(label, z, x.shape[1:3])
+    actv = nn.relu(layers.LabelConv(
+        self.hidden, self.num_classes, self.z_dim, mode=self.label_conv,
+        dtype=self.dtype, name='mlp_shared')(label, z))
+    conv = lambda name: layers.Conv(x.shape[-1], 3, dtype=self.dtype,
+                                    name=name)
+    gamma = conv('mlp_gamma')(actv, train=self.train)
+    beta = conv('mlp_beta')(actv, train=self.train)
     return normalized * (1 + gamma) + beta
 
 
 class SPADEResBlock(nn.Module):
   """The generator's residual block, fin -> fout, fmid = min(fin, fout)."""
   features: int
+  num_classes: int
+  z_dim: int = 0
   hidden: int = 128
   norm: str = 'batch'
   spectral_norm: bool = True
   train: bool = True
+  label_conv: str = 'auto'
   dtype: Optional[Any] = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, seg: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, label: jax.Array,
+               z: Optional[jax.Array]) -> jax.Array:
     fin, fout = x.shape[-1], self.features
     fmid = min(fin, fout)
-    spade = lambda name: SPADE(self.hidden, self.norm, self.train, self.dtype,
-                               name=name)
+    spade = lambda name: SPADE(self.num_classes, self.z_dim, self.hidden,
+                               self.norm, self.train, self.label_conv,
+                               self.dtype, name=name)
     conv = lambda f, k, bias, name: layers.Conv(
         f, k, use_bias=bias, spectral_norm=self.spectral_norm,
         dtype=self.dtype, name=name)
     if fin != fout:
       shortcut = conv(fout, 1, False, 'conv_s')(
-          spade('norm_s')(x, seg), train=self.train)
+          spade('norm_s')(x, label, z), train=self.train)
     else:
       shortcut = x
     dx = conv(fmid, 3, True, 'conv_0')(
-        nn.leaky_relu(spade('norm_0')(x, seg), 0.2), train=self.train)
+        nn.leaky_relu(spade('norm_0')(x, label, z), 0.2), train=self.train)
     dx = conv(fout, 3, True, 'conv_1')(
-        nn.leaky_relu(spade('norm_1')(dx, seg), 0.2), train=self.train)
+        nn.leaky_relu(spade('norm_1')(dx, label, z), 0.2), train=self.train)
     return shortcut + dx

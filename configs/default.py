@@ -87,4 +87,7 @@ def get_config():
   # by class id; scatter-add backward), 'gather_matmul' (one-hot matmul
   # backward, for TPUs), 'auto' (gather_matmul on TPU, else gather).
   perf.label_conv = 'auto'
+  # Convolutions: 'xla', 'im2col_small' (a matmul for small maps / wide
+  # inputs, where XLA:CPU's conv is slow), 'auto' (im2col_small on CPU).
+  perf.conv_impl = 'auto'
   return config

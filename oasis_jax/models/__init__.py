@@ -31,6 +31,7 @@ def make_generator(config) -> generator_lib.OasisGenerator:
       aspect_ratio=config.data.aspect_ratio,
       remat=config.perf.get('remat', False),
       label_conv=config.perf.get('label_conv', 'auto'),
+      conv_impl=config.perf.get('conv_impl', 'auto'),
       dtype=compute_dtype(config))
 
 
@@ -40,4 +41,6 @@ def make_discriminator(config) -> discriminator_lib.OasisDiscriminator:
   return discriminator_lib.OasisDiscriminator(
       num_classes=config.data.num_classes, channels=tuple(d.channels),
       last_channels=d.last_channels, spectral_norm=d.use_spectral_norm,
-      remat=config.perf.get('remat', False), dtype=compute_dtype(config))
+      remat=config.perf.get('remat', False),
+      conv_impl=config.perf.get('conv_impl', 'auto'),
+      dtype=compute_dtype(config))

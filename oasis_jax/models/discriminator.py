@@ -16,6 +16,7 @@ class ResBlockDown(nn.Module):
   spectral_norm: bool = True
   train: bool = True
   groups: int = 1
+  conv_impl: str = 'auto'
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -23,7 +24,7 @@ class ResBlockDown(nn.Module):
     fin, fout = x.shape[-1], self.features
     conv = lambda k, name: layers.Conv(
         fout, k, spectral_norm=self.spectral_norm, groups=self.groups,
-        dtype=self.dtype, name=name)
+        impl=self.conv_impl, dtype=self.dtype, name=name)
     if fin != fout:
       if self.first:
         shortcut = conv(1, 'conv_s')(layers.avg_pool2x(x), train=self.train)
@@ -43,6 +44,7 @@ class ResBlockUp(nn.Module):
   spectral_norm: bool = True
   train: bool = True
   groups: int = 1
+  conv_impl: str = 'auto'
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -50,7 +52,7 @@ class ResBlockUp(nn.Module):
     fin, fout = x.shape[-1], self.features
     conv = lambda k, name: layers.Conv(
         fout, k, spectral_norm=self.spectral_norm, groups=self.groups,
-        dtype=self.dtype, name=name)
+        impl=self.conv_impl, dtype=self.dtype, name=name)
     up = layers.upsample2x(x)
     shortcut = conv(1, 'conv_s')(up, train=self.train) if fin != fout else up
     dx = layers.upsample2x(nn.leaky_relu(x, 0.2))
@@ -73,6 +75,7 @@ class OasisDiscriminator(nn.Module):
   last_channels: int = 64
   spectral_norm: bool = True
   remat: bool = False
+  conv_impl: str = 'auto'  # layers.conv2d.
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -104,14 +107,15 @@ class OasisDiscriminator(nn.Module):
     encoded = []
     for i in range(n):
       x = down_cls(ch[i + 1], i == 0, self.spectral_norm, train, groups,
-                   self.dtype, name=f'body_down_{i}')(x)
+                   self.conv_impl, self.dtype, name=f'body_down_{i}')(x)
       encoded.append(x)
     for i in range(n):
       out = ch[n - 1 - i] if i < n - 1 else self.last_channels
       if i > 0:
         x = jnp.concatenate([encoded[n - 1 - i], x], axis=-1)
-      x = up_cls(out, self.spectral_norm, train, groups, self.dtype,
-                 name=f'body_up_{i}')(x)
-    logits = layers.Conv(self.num_classes + 1, 1, dtype=self.dtype,
-                         name='layer_up_last')(x, train=train)
+      x = up_cls(out, self.spectral_norm, train, groups, self.conv_impl,
+                 self.dtype, name=f'body_up_{i}')(x)
+    logits = layers.Conv(self.num_classes + 1, 1, impl=self.conv_impl,
+                         dtype=self.dtype, name='layer_up_last')(x,
+                                                                 train=train)
     return logits.astype(jnp.float32)

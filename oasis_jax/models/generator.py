@@ -41,6 +41,7 @@ class OasisGenerator(nn.Module):
   aspect_ratio: float = 1.0
   remat: bool = False
   label_conv: str = 'auto'  # How [z | one-hot] is convolved (LabelConv).
+  conv_impl: str = 'auto'  # layers.conv2d.
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -91,9 +92,10 @@ class OasisGenerator(nn.Module):
     for i in range(self.num_res_blocks):
       x = block_cls(chans[i + 1], self.num_classes, z_dim, self.spade_hidden,
                     self.norm, self.spectral_norm, train, self.label_conv,
-                    self.dtype, name=f'body_{i}')(x, label, z)
+                    self.conv_impl, self.dtype, name=f'body_{i}')(x, label, z)
       if i < self.num_res_blocks - 1:
         x = layers.upsample2x(x)
-    x = layers.Conv(3, 3, dtype=self.dtype, name='conv_img')(
+    x = layers.Conv(3, 3, impl=self.conv_impl, dtype=self.dtype,
+                    name='conv_img')(
         nn.leaky_relu(x, 0.2), train=train)
     return jnp.tanh(x.astype(jnp.float32))

@@ -99,6 +99,7 @@ class Conv(nn.Module):
   use_bias: bool = True
   spectral_norm: bool = False
   groups: int = 1
+  impl: str = 'auto'  # See conv2d.
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -117,9 +118,7 @@ class Conv(nn.Module):
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         jnp.float32)
     dtype = self.dtype or x.dtype
-    y = jax.lax.conv_general_dilated(
-        x.astype(dtype), kernel.astype(dtype), (1, 1), 'SAME',
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = conv2d(x.astype(dtype), kernel.astype(dtype), self.impl)
     if sigmas is not None and self.groups > 1:
       y = y.reshape((self.groups, -1) + y.shape[1:])
       y = y / sigmas.astype(dtype)[:, None, None, None, None]
@@ -143,8 +142,8 @@ class Conv(nn.Module):
     iterate = train and not self.is_initializing()
     sigmas = []
     for _ in range(self.groups):
-      if iterate:
-        v = _normalize(jnp.matmul(w_const.T, u, precision='highest'))
+      if iterate:  # u @ W is W^T u without a transposed (slow) gemv.
+        v = _normalize(jnp.matmul(u, w_const, precision='highest'))
         u = _normalize(jnp.matmul(w_const, v, precision='highest'))
       sigmas.append(jnp.dot(jax.lax.stop_gradient(u),
                             jnp.matmul(w_mat, jax.lax.stop_gradient(v),
@@ -245,18 +244,22 @@ def _one_hot_conv_fwd(kernel, label, matmul_grad):
 
 
 def _one_hot_conv_bwd(matmul_grad, res, g):
+  # dW[tap, c] = sum over pixels q of class c of g[q - offset(tap)]: the k*k
+  # shifted copies of g side by side, reduced by class id in one pass.
   (k, _, c, f), label = res
-  g2 = g.reshape(-1, f).astype(jnp.float32)
-  grads = []
-  for ids in _shifted_labels(label, c, k):
-    ids = ids.reshape(-1)
-    if matmul_grad:  # Dense one-hot matmul: MXU-friendly (TPU).
-      dw = jnp.matmul(jax.nn.one_hot(ids, c, dtype=g2.dtype).T, g2,
-                      precision='highest')
-    else:  # Scatter-add of the output gradient into the rows read.
-      dw = jax.ops.segment_sum(g2, ids, num_segments=c + 1)[:c]
-    grads.append(dw)
-  dkernel = jnp.stack(grads).reshape(k, k, c, f)
+  p = k // 2
+  b, h, w = label.shape
+  gp = jnp.pad(g.astype(jnp.float32), ((0, 0), (p, p), (p, p), (0, 0)))
+  shifted = jnp.concatenate(
+      [gp[:, 2 * p - i:2 * p - i + h, 2 * p - j:2 * p - j + w]
+       for i in range(k) for j in range(k)], axis=-1).reshape(-1, k * k * f)
+  ids = label.reshape(-1)
+  if matmul_grad:  # Dense one-hot matmul: MXU-friendly (TPU).
+    dw = jnp.matmul(jax.nn.one_hot(ids, c, dtype=shifted.dtype).T, shifted,
+                    precision='highest')
+  else:  # Scatter-add of the shifted gradients by class id.
+    dw = jax.ops.segment_sum(shifted, ids, num_segments=c)
+  dkernel = dw.reshape(c, k, k, f).transpose(1, 2, 0, 3)
   return dkernel, None
 
 
@@ -297,7 +300,7 @@ class LabelConv(nn.Module):
         if z.ndim == 2:
           z = jnp.broadcast_to(z[:, None, None, :], (b, h, w, self.z_dim))
         seg = jnp.concatenate([z.astype(dtype), seg], axis=-1)
-      return _conv(seg, kernel.astype(dtype)) + bias.astype(dtype)
+      return conv2d(seg, kernel.astype(dtype), 'xla') + bias.astype(dtype)
     out = _one_hot_conv(kernel[:, :, self.z_dim:].astype(dtype), label,
                         mode == 'gather_matmul')
     if self.z_dim:
@@ -310,10 +313,39 @@ class LabelConv(nn.Module):
                                jnp.asarray(_valid_taps(h, w, k), dtype),
                                taps, precision='highest')
       else:
-        out = out + _conv(z.astype(dtype), kz)
+        out = out + conv2d(z.astype(dtype), kz, 'xla')
     return out + bias.astype(dtype)
 
 
-def _conv(x, kernel):
+CONV_IMPLS = ('auto', 'xla', 'im2col_small')
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
+  """'same' stride-1 NHWC/HWIO convolution.
+
+  impl 'xla' is lax.conv_general_dilated. 'im2col_small' computes the conv
+  as one matmul of the k*k shifted copies of x when the map is small
+  (H*W <= 64) or the input wide (>= 512 channels), where XLA:CPU's conv is
+  up to 60x slower than a matmul (2x2 maps with 512 channels). 'auto' is
+  'im2col_small' on CPU and 'xla' elsewhere. Same numbers to float rounding.
+  """
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'config.perf.conv_impl must be one of {CONV_IMPLS}, '
+                     f'got {impl!r}.')
+  if impl == 'auto':
+    impl = 'im2col_small' if jax.default_backend() == 'cpu' else 'xla'
+  k, _, c, f = kernel.shape
+  b, h, w, _ = x.shape
+  if impl == 'im2col_small' and k > 1 and (h * w <= 64 or c >= 512):
+    p = k // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    cols = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(k)
+                            for j in range(k)], axis=-1)
+    y = jnp.matmul(cols.reshape(b * h * w, k * k * c),
+                   kernel.reshape(k * k * c, f))
+    return y.reshape(b, h, w, f)
+  if impl == 'im2col_small' and k == 1:
+    return jnp.matmul(x.reshape(-1, c), kernel.reshape(c, f)).reshape(
+        b, h, w, f)
   return jax.lax.conv_general_dilated(
       x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))

@@ -33,6 +33,7 @@ class SPADE(nn.Module):
   norm: str = 'batch'
   train: bool = True
   label_conv: str = 'auto'
+  conv_impl: str = 'auto'
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -44,8 +45,8 @@ class SPADE(nn.Module):
     actv = nn.relu(layers.LabelConv(
         self.hidden, self.num_classes, self.z_dim, mode=self.label_conv,
         dtype=self.dtype, name='mlp_shared')(label, z))
-    conv = lambda name: layers.Conv(x.shape[-1], 3, dtype=self.dtype,
-                                    name=name)
+    conv = lambda name: layers.Conv(x.shape[-1], 3, impl=self.conv_impl,
+                                    dtype=self.dtype, name=name)
     gamma = conv('mlp_gamma')(actv, train=self.train)
     beta = conv('mlp_beta')(actv, train=self.train)
     return normalized * (1 + gamma) + beta
@@ -61,6 +62,7 @@ class SPADEResBlock(nn.Module):
   spectral_norm: bool = True
   train: bool = True
   label_conv: str = 'auto'
+  conv_impl: str = 'auto'
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -70,10 +72,10 @@ class SPADEResBlock(nn.Module):
     fmid = min(fin, fout)
     spade = lambda name: SPADE(self.num_classes, self.z_dim, self.hidden,
                                self.norm, self.train, self.label_conv,
-                               self.dtype, name=name)
+                               self.conv_impl, self.dtype, name=name)
     conv = lambda f, k, bias, name: layers.Conv(
         f, k, use_bias=bias, spectral_norm=self.spectral_norm,
-        dtype=self.dtype, name=name)
+        impl=self.conv_impl, dtype=self.dtype, name=name)
     if fin != fout:
       shortcut = conv(fout, 1, False, 'conv_s')(
           spade('norm_s')(x, label, z), train=self.train)

@@ -69,6 +69,9 @@ def get_config():
   config.eval = ev = ml_collections.ConfigDict()
   ev.fid_every_steps = 5000  # -1: no FID during training.
   ev.inception_weights = ''  # pt_inception-2015-12-05-6726825d.pth or .npz.
+  # Check the weights are pytorch-fid's (SHA-256); False only for other
+  # weights (tests): their FIDs are not comparable with published ones.
+  ev.verify_inception_weights = True
   ev.num_fid_images = -1  # -1: the whole validation split.
   ev.batch_size = 32
   # The best checkpoint (workdir/checkpoint_best) ranks runs by this metric

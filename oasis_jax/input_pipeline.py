@@ -3,11 +3,13 @@
 Training: a global stream of example indices, shuffled with a new
 permutation each epoch (deterministic by seed), repeated forever; the example
 at stream position p gets its random crop and flip from (seed, p); process i
-of n takes positions i, i + n, i + 2n, ... and batches them. So the global
-batch of step s (the processes' batches s side by side) is stream positions
-[s * B, (s + 1) * B) whatever the process and worker counts, and epoch e
-covers each example once. Evaluation: one deterministic pass over the split,
-resized to the image size, the last batch padded.
+of n takes the i-th block of b = B / n consecutive positions of each global
+batch of B. So the global batch of step s (the processes' batches s side by
+side) is stream positions [s * B, (s + 1) * B), in this order, whatever the
+process and worker counts (row order matters: the noise and the per-row
+randomness of a step follow the row), and epoch e covers each example once.
+Evaluation: one deterministic pass over the split, resized to the image size,
+the last batch padded.
 
 Batches are host numpy dicts of uint8 images and int32 class ids (the one-hot
 happens in the step); the iterators support get_state()/set_state() and
@@ -103,8 +105,10 @@ def create_train_dataset(config, *, seed: Optional[int] = None,
       image_hw(config), _load_hw(config), flip=bool(config.data.random_flip),
       seed=seed)
   dataset = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
-  dataset = dataset.map_with_index(augment)[index::count]
-  return dataset.batch(batch, drop_remainder=True)
+  # Local batches of b consecutive positions; process i takes batches i,
+  # i + n, ...: rows [i * b, (i + 1) * b) of each global batch.
+  dataset = dataset.map_with_index(augment).batch(batch, drop_remainder=True)
+  return dataset[index::count]
 
 
 def create_train_iterator(config, *, seed: Optional[int] = None,

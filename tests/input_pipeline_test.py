@@ -139,11 +139,11 @@ class InputPipelineTest(parameterized.TestCase):
     shards = [_take(input_pipeline.create_train_iterator(
         config, process_index=p, process_count=2), 4) for p in range(2)]
     for step in range(4):
-      # Process p holds global positions p, p + 2 of each global batch.
+      # Process p holds rows [2p, 2p + 2) of each global batch, in order.
       for p in range(2):
         for key in ('image', 'label'):
           np.testing.assert_array_equal(shards[p][step][key],
-                                        single[step][key][p::2])
+                                        single[step][key][2 * p:2 * p + 2])
       first_epoch = sum((_ids(shards[p][s]) for p in range(2)
                          for s in range(2)), [])
       self.assertEqual(sorted(first_epoch), list(range(8)))

@@ -1,0 +1,141 @@
+"""Trains OASIS: `python -m oasis_jax.main --config=configs/X.py --workdir=DIR`.
+
+Override any config value with `--config.section.key=value`; the config is
+locked, so a mistyped key is an error that names it. The run resumes from the
+newest checkpoint in DIR.
+
+Several processes (hosts): start one per host with the same flags and
+JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES=n and JAX_PROCESS_ID=i in
+the environment (or run under a cluster manager that jax.distributed detects,
+e.g. SLURM, with JAX_COORDINATOR_ADDRESS unset).
+"""
+
+import os
+import re
+import sys
+from typing import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+from etils import epath
+import jax
+from ml_collections import config_flags
+
+from oasis_jax import evaluation
+from oasis_jax import inception
+from oasis_jax import logging_utils
+from oasis_jax import sharding
+from oasis_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Training configuration file (configs/*.py).',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Run folder: checkpoints, samples, TensorBoard events.')
+
+
+def initialize_distributed() -> None:
+  """jax.distributed.initialize from the environment, when it asks for it."""
+  env = os.environ
+  if 'JAX_COORDINATOR_ADDRESS' in env or 'JAX_NUM_PROCESSES' in env:
+    num = env.get('JAX_NUM_PROCESSES')
+    pid = env.get('JAX_PROCESS_ID')
+    jax.distributed.initialize(
+        coordinator_address=env.get('JAX_COORDINATOR_ADDRESS'),
+        num_processes=int(num) if num else None,
+        process_id=int(pid) if pid else None)
+  elif 'SLURM_JOB_ID' in env and int(env.get('SLURM_NTASKS', '1')) > 1:
+    jax.distributed.initialize()
+
+
+def describe_devices() -> str:
+  """The process and device layout, one line."""
+  local = jax.local_devices()
+  return (f'process {jax.process_index()} of {jax.process_count()}; '
+          f'{len(local)} local / {jax.device_count()} global devices '
+          f'({local[0].platform}: {local[0].device_kind}).')
+
+
+def create_evaluate_fn(config, workdir, mesh=None):
+  """The run's FID evaluate_fn, or None when config.eval.fid_every_steps <= 0.
+
+  Checks the Inception weights file first, so that a missing or wrong file
+  stops the run at start-up, before any training.
+
+  Args:
+    config: the run configuration.
+    workdir: the run's folder (FID statistics cache: workdir/fid_stats).
+    mesh: the training mesh (default: all devices, as train_and_evaluate).
+
+  Raises:
+    inception.MissingInceptionWeightsError: no such file (the message names
+      the file, where it is published and config.eval.inception_weights).
+    inception.InceptionWeightsError: not pytorch-fid's weights.
+  """
+  if int(config.eval.fid_every_steps) <= 0:
+    return None
+  inception.check_inception_weights(
+      config.eval.inception_weights,
+      verify_sha256=config.eval.get('verify_inception_weights', True))
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  return evaluation.make_fid_evaluator(config, mesh, workdir)
+
+
+def main(argv: Sequence[str]) -> None:
+  """Prints the config and devices, writes config.json, trains."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
+  logging_utils.quiet_library_logs()
+  initialize_distributed()
+  config = _CONFIG.value
+  workdir = epath.Path(_WORKDIR.value)
+  logging.info('Configuration:\n%s', config)
+  logging.info('Devices: %s', describe_devices())
+  try:
+    evaluate_fn = create_evaluate_fn(config, workdir)
+  except (inception.MissingInceptionWeightsError,
+          inception.InceptionWeightsError) as e:
+    sys.stderr.write(f'FATAL {e}\n')
+    sys.exit(1)
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  train.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing; a mistyped config override exits naming the key.
+
+  ml_collections raises AttributeError / KeyError (with a "did you mean")
+  for an override of a key that the locked config does not have.
+  """
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    message = _unknown_key_message(e, argv)
+    sys.stderr.write(f'FATAL Flags parsing error: {message}\n')
+    sys.exit(1)
+
+
+def _unknown_key_message(error: Exception, argv: Sequence[str]) -> str:
+  """'--config.a.b=1: the config has no key 'b'. Did you mean "c" ...?'."""
+  detail = str(error.args[0]) if error.args else str(error)
+  match = re.search(r"([A-Za-z0-9_]+)", detail)
+  key = match.group(1) if match else ''
+  hint = re.search(r'Did you mean[^?]*\?', detail)
+  overrides = [a for a in argv[1:] if a.startswith('--config.')]
+  named = [a for a in overrides if key in a.split('=')[0].split('.')]
+  where = ', '.join(named or overrides) or 'a --config override'
+  return (f'{where}: the config has no key {key!r}.'
+          + (f' {hint.group(0)}' if hint else ''))
+
+
+def run() -> None:
+  """The command line entry point (flags parsed by absl)."""
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,82 @@
+"""notebooks/oasis_inference.ipynb runs from top to bottom (nbclient, CPU)."""
+
+import os
+import shutil
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import default as default_lib
+from oasis_jax import inference
+from oasis_jax import inference_checkpoint
+
+nbclient = pytest.importorskip('nbclient', reason='pip install nbclient')
+nbformat = pytest.importorskip('nbformat', reason='pip install nbformat')
+
+_NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'notebooks')
+_NOTEBOOK = os.path.join(_NOTEBOOKS, 'oasis_inference.ipynb')
+_EXAMPLES = os.path.join(_NOTEBOOKS, 'examples')
+
+
+def tiny_config():
+  """6 classes at 64x64 (the examples' ids and size), width 2."""
+  config = default_lib.get_config()
+  config.data.name = 'synthetic'
+  config.data.num_classes = 6
+  config.data.image_size = config.data.load_size = 64
+  g = config.generator
+  g.channels, g.z_dim, g.num_res_blocks, g.spade_hidden = 2, 4, 5, 8
+  return config
+
+
+class NotebookTest(parameterized.TestCase):
+
+  def test_examples_are_small_label_maps_of_six_classes(self):
+    files = sorted(os.listdir(_EXAMPLES))
+    self.assertGreaterEqual(len(files), 3)
+    total = 0
+    for f in files:
+      path = os.path.join(_EXAMPLES, f)
+      total += os.path.getsize(path)
+      with Image.open(path) as img:
+        self.assertEqual((img.mode, img.size), ('L', (64, 64)), f)
+        self.assertLess(np.asarray(img).max(), 6, f)
+    self.assertLess(total, 50_000)
+
+  def test_notebook_runs_top_to_bottom_on_a_tiny_checkpoint(self):
+    root = tempfile.mkdtemp(prefix='notebook_test_')
+    self.addCleanup(shutil.rmtree, root, True)
+    checkpoint = inference_checkpoint.save(
+        os.path.join(root, 'ckpt'), tiny_config(),
+        inference.random_variables(tiny_config(), seed=1), source='tiny')
+    notebook = nbformat.read(_NOTEBOOK, as_version=4)
+    saved = dict(os.environ)
+    os.environ['OASIS_CHECKPOINT'] = checkpoint  # Read by the parameters.
+    os.environ.pop('OASIS_OFFICIAL_EMA', None)
+    os.environ.pop('OASIS_OFFICIAL_G', None)
+    try:
+      nbclient.NotebookClient(
+          notebook, timeout=240, kernel_name='python3',
+          resources={'metadata': {'path': _NOTEBOOKS}}).execute()
+    finally:
+      os.environ.clear()
+      os.environ.update(saved)
+    text, images = '', 0
+    for cell in notebook.cells:
+      for output in cell.get('outputs', []):
+        text += output.get('text', '')
+        images += 'image/png' in output.get('data', {})
+    self.assertIn('Synthesizer(6 classes, 64x64', text)
+    self.assertIn('tiny', text)  # The checkpoint's source, not untrained.
+    self.assertNotIn('UNTRAINED', text)
+    self.assertIn('mean |change| inside', text)
+    self.assertEqual(images, 4)  # Generated, multi-modal, edit, interpolation.
+
+
+if __name__ == '__main__':
+  absltest.main()

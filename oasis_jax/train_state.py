@@ -1,5 +1,6 @@
 """The OASIS train state: both networks, their optimizers, the EMA generator."""
 
+import functools
 from typing import Any
 
 import flax
@@ -40,10 +41,17 @@ def image_hw(config) -> tuple[int, int]:
   return int(w / config.data.aspect_ratio), w
 
 
+@functools.lru_cache(maxsize=None)
+def _adam(lr: float, b1: float, b2: float, eps: float):
+  # One object per setting: the optimizers are static fields of TrainState,
+  # so states built by separate calls share one tree structure.
+  return optax.adam(lr, b1=b1, b2=b2, eps=eps)
+
+
 def make_optimizers(config):
   """Adam for G and D with the official betas (0, 0.999) and eps."""
   o = config.optim
-  make = lambda lr: optax.adam(lr, b1=o.b1, b2=o.b2, eps=o.eps)
+  make = lambda lr: _adam(float(lr), float(o.b1), float(o.b2), float(o.eps))
   return make(o.lr_g), make(o.lr_d)
 
 

@@ -1,5 +1,6 @@
 """Tests of the official-weights converter, its CLI and the inference checkpoint."""
 
+import functools
 import json
 import os
 import pathlib
@@ -42,8 +43,8 @@ class ConversionWithoutFixturesTest(absltest.TestCase):
 
   def test_fresh_model_exports_official_key_names(self):
     c = tiny_square_config()
-    (g_p, g_s), (d_p, d_s) = train_state.init_variables(
-        c, jax.random.PRNGKey(0))
+    (g_p, g_s), (d_p, d_s) = jax.jit(functools.partial(
+        train_state.init_variables, c))(jax.random.PRNGKey(0))
     sd = convert_torch.flax_to_torch({'params': g_p, 'batch_stats': g_s})
     keys = list(sd)
     self.assertEqual(keys[:2], ['conv_img.weight', 'conv_img.bias'])
@@ -64,7 +65,8 @@ class ConversionWithoutFixturesTest(absltest.TestCase):
 
   def test_mismatched_config_names_keys_and_shapes(self):
     c = tiny_square_config()
-    (g_p, g_s), _ = train_state.init_variables(c, jax.random.PRNGKey(0))
+    (g_p, g_s), _ = jax.jit(functools.partial(
+        train_state.init_variables, c))(jax.random.PRNGKey(0))
     sd = convert_torch.flax_to_torch({'params': g_p, 'batch_stats': g_s})
     c.data.num_classes = 13
     (e_p, e_s), _ = jax.eval_shape(

@@ -69,7 +69,7 @@ class MixedPrecisionTest(absltest.TestCase):
     refresh = jax.jit(functools.partial(steps.refresh_stats_step, config=c32))
     variables = {'params': state.generator.params,
                  'batch_stats': state.generator.batch_stats}
-    for i in range(30):
+    for i in range(15):
       variables = refresh(variables, label, jax.random.PRNGKey(i))
     z = steps.draw_noise(jax.random.PRNGKey(3), 2, c32)
     out = {n: jax.jit(functools.partial(steps.generate, config=c))(

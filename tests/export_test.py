@@ -11,7 +11,7 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 
-from configs import default as default_lib
+from configs import tiny64 as tiny64_lib
 from oasis_jax import checkpointing
 from oasis_jax import export
 from oasis_jax import inference
@@ -22,20 +22,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEP, _BEST_STEP = 4, 2
 
 
-def tiny_config():
-  """6 synthetic classes at 64x64, narrow networks, batch 2."""
-  config = default_lib.get_config()
-  config.data.name = 'synthetic'
-  config.data.num_classes = 6
-  config.data.image_size = config.data.load_size = 64
-  config.data.synthetic_num_examples = 8
-  g = config.generator
-  g.channels, g.z_dim, g.num_res_blocks, g.spade_hidden = 2, 4, 5, 8
-  config.discriminator.channels = (4, 4, 8, 8, 8)
-  config.discriminator.last_channels = 4
-  config.ema.bn_refresh_batches = 2
-  config.train.batch_size = 2
-  return config
+tiny_config = tiny64_lib.get_config
 
 
 def _fake_state(config, seed: int):

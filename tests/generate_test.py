@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from configs import default as default_lib
+from configs import tiny64 as tiny64_lib
 from oasis_jax import generate
 from oasis_jax import inference
 from oasis_jax import inference_checkpoint
@@ -23,17 +23,7 @@ from oasis_jax import palettes
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config():
-  """6 classes at 64x64, a generator of width 2 (as in inference_test)."""
-  config = default_lib.get_config()
-  config.data.name = 'synthetic'
-  config.data.num_classes = 6
-  config.data.image_size = config.data.load_size = 64
-  g = config.generator
-  g.channels, g.z_dim, g.num_res_blocks, g.spade_hidden = 2, 4, 5, 8
-  config.discriminator.channels = (4, 4, 8, 8, 8)
-  config.discriminator.last_channels = 4
-  return config
+tiny_config = tiny64_lib.get_config
 
 
 def _label(seed: int, size: int = 64) -> np.ndarray:

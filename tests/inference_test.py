@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import default as default_lib
+from configs import tiny64 as tiny64_lib
 from oasis_jax import convert_torch
 from oasis_jax import inference
 from oasis_jax import inference_checkpoint
@@ -22,20 +23,7 @@ _PARITY = (pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' /
 _OBJECT = 2  # The class of the square object of every test label map.
 
 
-def tiny_config():
-  """6 classes at 64x64, a generator of width 2 (latent 4x4)."""
-  config = default_lib.get_config()
-  config.data.name = 'synthetic'
-  config.data.num_classes = 6
-  config.data.image_size = config.data.load_size = 64
-  config.data.synthetic_num_examples = 8
-  g = config.generator
-  g.channels, g.z_dim, g.num_res_blocks, g.spade_hidden = 2, 4, 5, 8
-  config.discriminator.channels = (4, 4, 8, 8, 8)
-  config.discriminator.last_channels = 4
-  config.ema.bn_refresh_batches = 2
-  config.train.batch_size = 2
-  return config
+tiny_config = tiny64_lib.get_config
 
 
 def make_labels() -> np.ndarray:

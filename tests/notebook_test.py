@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import default as default_lib
+from configs import tiny64 as tiny64_lib
 from oasis_jax import inference
 from oasis_jax import inference_checkpoint
 
@@ -23,15 +23,7 @@ _NOTEBOOK = os.path.join(_NOTEBOOKS, 'oasis_inference.ipynb')
 _EXAMPLES = os.path.join(_NOTEBOOKS, 'examples')
 
 
-def tiny_config():
-  """6 classes at 64x64 (the examples' ids and size), width 2."""
-  config = default_lib.get_config()
-  config.data.name = 'synthetic'
-  config.data.num_classes = 6
-  config.data.image_size = config.data.load_size = 64
-  g = config.generator
-  g.channels, g.z_dim, g.num_res_blocks, g.spade_hidden = 2, 4, 5, 8
-  return config
+tiny_config = tiny64_lib.get_config
 
 
 class NotebookTest(parameterized.TestCase):

@@ -12,7 +12,7 @@ of the data set, split, size, number of images and the weights file.
 `evaluate_checkpoint(workdir, checkpoint)` (the `checkpoint` mode of
 `python -m oasis_jax.evaluate`) scores a saved generator: FID, mIoU of an
 ONNX segmenter, the proxy mIoU of the OASIS discriminator's own segmentation
-and diversity (mean pairwise MS-SSIM); it writes
+and diversity (mean pairwise MS-SSIM, and LPIPS if configured); it writes
 `workdir/metrics_<checkpoint>.json`.
 """
 
@@ -31,6 +31,7 @@ import numpy as np
 from oasis_jax import fid
 from oasis_jax import inception
 from oasis_jax import input_pipeline
+from oasis_jax import lpips
 from oasis_jax import metrics
 from oasis_jax import models
 from oasis_jax import sharding
@@ -334,7 +335,8 @@ def diversity(config, mesh: jax.sharding.Mesh, variables: Variables,
 
   Returns:
     {'diversity_ms_ssim': mean over maps (lower: more diverse), and how it
-    was computed}.
+    was computed; with config.eval.lpips_weights set, 'diversity_lpips':
+    mean over maps of the mean pairwise LPIPS (higher: more diverse)}.
   """
   if num_samples < 2:
     raise ValueError(f'Diversity needs >= 2 samples per map, got '
@@ -370,7 +372,14 @@ def diversity(config, mesh: jax.sharding.Mesh, variables: Variables,
     if size != hw:
       per_map = _resize_nearest_images(per_map, *size)
     values.append(metrics.mean_pairwise_ms_ssim(per_map))
+  result = {}
+  lpips_weights = config.eval.get('lpips_weights', '')
+  if lpips_weights:  # At the generated size; higher: more diverse.
+    metric = lpips.load_lpips(lpips_weights)
+    result['diversity_lpips'] = float(np.mean(
+        [metric.mean_pairwise_lpips(per_map) for per_map in images]))
   return {
+      **result,
       'diversity_ms_ssim': float(np.mean(values)),
       'diversity_num_maps': int(num_maps),
       'diversity_num_samples': int(num_samples),

@@ -22,6 +22,7 @@ from etils import epath
 import jax
 from ml_collections import config_flags
 
+import data_pipelines
 from oasis_jax import evaluation
 from oasis_jax import inception
 from oasis_jax import logging_utils
@@ -101,7 +102,11 @@ def main(argv: Sequence[str]) -> None:
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  train.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn)
+  try:
+    train.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn)
+  except data_pipelines.DataError as e:  # Names the file and the problem.
+    sys.stderr.write(f'FATAL bad data: {e}\n')
+    sys.exit(1)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

@@ -10,6 +10,7 @@ import threading
 
 from absl.testing import absltest
 from absl.testing import parameterized
+from PIL import Image
 
 from oasis_jax import checkpointing
 
@@ -49,6 +50,20 @@ class MainTest(parameterized.TestCase):
     self.assertIn(f'Did you mean "{suggestion}"', result.stderr)
     self.assertNotIn('Traceback', result.stderr)
     self.assertEmpty(os.listdir(workdir))
+
+  def test_bad_data_is_a_one_line_error_naming_the_file(self):
+    root = self.create_tempdir()
+    image = root.create_file('images/train/a.png').full_path
+    Image.new('RGB', (32, 32)).save(image)
+    label = root.create_file('labels/train/b.png').full_path
+    Image.new('L', (32, 32)).save(label)  # a.png has no label, b.png no image.
+    workdir = os.path.join(root.full_path, 'run')
+    result = _run(workdir, '--config.data.name=folder',
+                  f'--config.data.root={root.full_path}')
+    self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+    self.assertIn('FATAL bad data', result.stderr)
+    self.assertIn('a.png', result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
 
   def test_sigterm_writes_checkpoint_of_stop_step_and_run_resumes(self):
     # A relative --workdir, as in the README (Orbax needs absolute paths).

@@ -18,13 +18,8 @@ from oasis_jax import evaluate
 from oasis_jax import fid
 from oasis_jax import inception
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from inception_test import fixture_dir  # The pytorch-fid fixture's folder.
 
-
-def fixture_dir() -> str:
-  return os.environ.get(
-      'OASIS_FID_FIXTURE',
-      os.path.join(_REPO, os.pardir, 'shared', 'fid_inception'))
 
 
 def _require_fixture() -> str:

@@ -21,7 +21,6 @@ from oasis_jax import inception
 from inception_test import fixture_dir  # The pytorch-fid fixture's folder.
 
 
-
 def _require_fixture() -> str:
   path = fixture_dir()
   if not os.path.isfile(os.path.join(path, 'expected.npz')):

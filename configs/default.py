@@ -93,7 +93,8 @@ def get_config():
   # by class id; scatter-add backward), 'gather_matmul' (one-hot matmul
   # backward, for TPUs), 'auto' (gather_matmul on TPU, else gather).
   perf.label_conv = 'auto'
-  # Convolutions: 'xla', 'im2col_small' (a matmul for small maps / wide
-  # inputs, where XLA:CPU's conv is slow), 'auto' (im2col_small on CPU).
+  # Convolutions: 'xla', 'cpu' (works around XLA:CPU's slow cases: a matmul
+  # for small maps / wide inputs, kernel gradients in bands of rows for large
+  # maps), 'auto' ('cpu' on CPU, else 'xla').
   perf.conv_impl = 'auto'
   return config

@@ -153,6 +153,45 @@ class LabelConvTest(parameterized.TestCase):
       layers.resolve_label_conv_mode('sparse')
 
 
+class Conv2dTest(parameterized.TestCase):
+  """The CPU formulations equal XLA's convolution, forward and gradients."""
+
+  @parameterized.named_parameters(
+      ('small_map_im2col', (2, 4, 3, 5), 3),     # H*W <= 64: one matmul.
+      ('large_map_banded', (2, 50, 47, 3), 3),   # B*H*W > 4096: bands.
+      ('mid_map_plain', (1, 20, 20, 3), 3),      # Neither: XLA's conv.
+      ('one_by_one', (2, 9, 7, 5), 1))
+  def test_cpu_impl_matches_xla(self, shape, k):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, shape[-1], 4))
+    g = jax.random.normal(jax.random.PRNGKey(2), shape[:3] + (4,))
+    out = {}
+    for impl in ('xla', 'cpu'):
+      f = lambda x, w, impl=impl: jnp.sum(layers.conv2d(x, w, impl) * g)
+      out[impl] = (layers.conv2d(x, kernel, impl),
+                   jax.grad(f, argnums=(0, 1))(x, kernel))
+    np.testing.assert_allclose(out['cpu'][0], out['xla'][0], rtol=1e-5,
+                               atol=1e-4)
+    for a, b in zip(out['cpu'][1], out['xla'][1]):
+      np.testing.assert_allclose(a, b, rtol=1e-4,
+                                 atol=1e-5 * float(jnp.abs(b).max()))
+
+  @parameterized.parameters(1, 7, 13, 10_000)
+  def test_banded_kernel_gradient_any_band_height(self, band_pixels):
+    # Bands of 1 row, uneven bands (47 = 3*13 + 8 rows) and one band.
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 47, 11, 3))
+    g = jax.random.normal(jax.random.PRNGKey(1), (2, 47, 11, 5))
+    k0 = jnp.zeros((3, 3, 3, 5))
+    want = jax.vjp(lambda w: layers.conv2d(x, w, 'xla'), k0)[1](g)[0]
+    got = layers.conv_kernel_grad(x, g, 3, band_pixels=band_pixels * 11)
+    np.testing.assert_allclose(got, want, rtol=1e-4,
+                               atol=1e-5 * float(jnp.abs(want).max()))
+
+  def test_unknown_impl_is_an_error(self):
+    with self.assertRaisesRegex(ValueError, 'perf.conv_impl'):
+      layers.conv2d(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), 'fast')
+
+
 class ParamFreeNormTest(parameterized.TestCase):
 
   def test_batch_norm_train_statistics_and_running_update(self):

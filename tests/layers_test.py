@@ -183,9 +183,33 @@ class Conv2dTest(parameterized.TestCase):
     g = jax.random.normal(jax.random.PRNGKey(1), (2, 47, 11, 5))
     k0 = jnp.zeros((3, 3, 3, 5))
     want = jax.vjp(lambda w: layers.conv2d(x, w, 'xla'), k0)[1](g)[0]
-    got = layers.conv_kernel_grad(x, g, 3, band_pixels=band_pixels * 11)
+    got = layers.conv_kernel_grad(x, g, (3, 3),
+                                   band_pixels=band_pixels * 11)
     np.testing.assert_allclose(got, want, rtol=1e-4,
                                atol=1e-5 * float(jnp.abs(want).max()))
+
+  @parameterized.product(
+      impl=['xla', 'cpu'],
+      shape_k=[((2, 5, 7, 3), 3),      # Phases on small maps: im2col.
+               ((2, 40, 36, 3), 3),    # Phases with banded gradients.
+               ((2, 5, 7, 3), 1)])     # 1x1: conv, then upsample.
+  def test_upsample_conv_matches_conv_of_upsampled(self, impl, shape_k):
+    shape, k = shape_k
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, shape[-1], 4))
+    g = jax.random.normal(jax.random.PRNGKey(2),
+                          (shape[0], 2 * shape[1], 2 * shape[2], 4))
+    ref = lambda x, w: layers.conv2d(layers.upsample2x(x), w, 'xla')
+    fast = lambda x, w: layers.upsample_conv2d(x, w, impl)
+    out = {}
+    for name, f in (('ref', ref), ('fast', fast)):
+      loss = lambda x, w, f=f: jnp.sum(f(x, w) * g)
+      out[name] = (f(x, kernel), jax.grad(loss, argnums=(0, 1))(x, kernel))
+    np.testing.assert_allclose(out['fast'][0], out['ref'][0], rtol=1e-5,
+                               atol=1e-4)
+    for a, b in zip(out['fast'][1], out['ref'][1]):
+      np.testing.assert_allclose(a, b, rtol=1e-4,
+                                 atol=1e-5 * float(jnp.abs(b).max()))
 
   def test_unknown_impl_is_an_error(self):
     with self.assertRaisesRegex(ValueError, 'perf.conv_impl'):

@@ -57,6 +57,26 @@ class NPlusOneLossTest(absltest.TestCase):
         2 * np.log(3) / 2, rtol=1e-6)
 
 
+  def test_gradients_are_weighted_softmax_minus_one_hot(self):
+    # The custom backward pass against the closed form w/n (p - onehot),
+    # and d/dweights = ce/n, for real and fake targets.
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 4, 6)) * 3
+    label = jax.random.randint(jax.random.PRNGKey(1), (2, 3, 4), 0, 5)
+    weights = jax.random.uniform(jax.random.PRNGKey(2), (2, 3, 4))
+    for real in (True, False):
+      f = lambda l, w, real=real: losses.n_plus_one_loss(
+          l, label, real=real, weights=w)
+      g_logits, g_weights = jax.grad(f, argnums=(0, 1))(logits, weights)
+      t = np.asarray(label) + 1 if real else np.zeros(label.shape, int)
+      onehot = np.eye(6)[t]
+      p = np.asarray(jax.nn.softmax(logits, -1))
+      n = label.size
+      want = np.asarray(weights)[..., None] / n * (p - onehot)
+      np.testing.assert_allclose(g_logits, want, rtol=1e-5, atol=1e-8)
+      ce = -np.log(np.sum(p * onehot, -1))
+      np.testing.assert_allclose(g_weights, ce / n, rtol=1e-5)
+
+
 class LabelMixTest(absltest.TestCase):
 
   def test_mask_is_one_bit_per_class(self):

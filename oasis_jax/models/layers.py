@@ -100,6 +100,7 @@ class Conv(nn.Module):
   spectral_norm: bool = False
   groups: int = 1
   impl: str = 'auto'  # See conv2d.
+  upsample: bool = False  # Convolve upsample2x(x); see upsample_conv2d.
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -118,7 +119,8 @@ class Conv(nn.Module):
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         jnp.float32)
     dtype = self.dtype or x.dtype
-    y = conv2d(x.astype(dtype), kernel.astype(dtype), self.impl)
+    conv = upsample_conv2d if self.upsample else conv2d
+    y = conv(x.astype(dtype), kernel.astype(dtype), self.impl)
     if sigmas is not None and self.groups > 1:
       y = y.reshape((self.groups, -1) + y.shape[1:])
       y = y / sigmas.astype(dtype)[:, None, None, None, None]
@@ -227,15 +229,25 @@ def _shifted_labels(label: jax.Array, num_classes: int, k: int):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _one_hot_conv(kernel: jax.Array, label: jax.Array, matmul_grad: bool):
-  """conv(one_hot(label), kernel) as a sum of k*k row gathers."""
+  """conv(one_hot(label), kernel) as a sum of k*k row gathers.
+
+  A scan over the taps adds one gather at a time: unrolled, XLA hoists all
+  k*k gathers (they depend on the label alone) and keeps them live, 27 x
+  64 MiB at the generator's last block for 256x256, batch 2.
+  """
+  del matmul_grad
   k, _, c, f = kernel.shape
   table = jnp.concatenate(
       [kernel.reshape(k * k, c, f), jnp.zeros((k * k, 1, f), kernel.dtype)],
       axis=1)
-  out = None
-  for t, ids in enumerate(_shifted_labels(label, c, k)):
-    rows = table[t][ids]
-    out = rows if out is None else out + rows
+  ids = jnp.stack(_shifted_labels(label, c, k))
+
+  def tap(acc, tap_table_ids):
+    tap_table, tap_ids = tap_table_ids
+    return acc + tap_table[tap_ids], None
+
+  out, _ = jax.lax.scan(tap, jnp.zeros(label.shape + (f,), kernel.dtype),
+                        (table, ids))
   return out
 
 
@@ -244,23 +256,23 @@ def _one_hot_conv_fwd(kernel, label, matmul_grad):
 
 
 def _one_hot_conv_bwd(matmul_grad, res, g):
-  # dW[tap, c] = sum over pixels q of class c of g[q - offset(tap)]: the k*k
-  # shifted copies of g side by side, reduced by class id in one pass.
+  # dW[tap, c] = sum of g over the pixels q whose tap reads class c, i.e.
+  # with label[q + offset(tap)] == c: one reduction of the unshifted g per
+  # tap, by the shifted label map (outside pixels -> id C, dropped). A scan
+  # over the taps keeps one [C + 1, F] partial live; materializing the k*k
+  # shifted copies of g instead took 14x the time and 1.1 GiB at 256x256.
   (k, _, c, f), label = res
-  p = k // 2
-  b, h, w = label.shape
-  gp = jnp.pad(g.astype(jnp.float32), ((0, 0), (p, p), (p, p), (0, 0)))
-  shifted = jnp.concatenate(
-      [gp[:, 2 * p - i:2 * p - i + h, 2 * p - j:2 * p - j + w]
-       for i in range(k) for j in range(k)], axis=-1).reshape(-1, k * k * f)
-  ids = label.reshape(-1)
-  if matmul_grad:  # Dense one-hot matmul: MXU-friendly (TPU).
-    dw = jnp.matmul(jax.nn.one_hot(ids, c, dtype=shifted.dtype).T, shifted,
-                    precision='highest')
-  else:  # Scatter-add of the shifted gradients by class id.
-    dw = jax.ops.segment_sum(shifted, ids, num_segments=c)
-  dkernel = dw.reshape(c, k, k, f).transpose(1, 2, 0, 3)
-  return dkernel, None
+  g = g.astype(jnp.float32).reshape(-1, f)
+  ids = jnp.stack(_shifted_labels(label, c, k)).reshape(k * k, -1)
+
+  def tap(_, tap_ids):
+    if matmul_grad:  # Dense one-hot matmul: MXU-friendly (TPU).
+      one_hot = jax.nn.one_hot(tap_ids, c + 1, dtype=g.dtype)
+      return None, jnp.matmul(one_hot.T, g, precision='highest')[:c]
+    return None, jax.ops.segment_sum(g, tap_ids, num_segments=c + 1)[:c]
+
+  _, dw = jax.lax.scan(tap, None, ids)
+  return dw.reshape(k, k, c, f), None
 
 
 _one_hot_conv.defvjp(_one_hot_conv_fwd, _one_hot_conv_bwd)
@@ -319,97 +331,160 @@ class LabelConv(nn.Module):
 
 CONV_IMPLS = ('auto', 'xla', 'cpu')
 
-# 'cpu': maps of at most this many pixels (or inputs this wide) run as one
-# im2col matmul; maps of more pixels get the banded weight gradient.
+# 'cpu': outputs of at most this many pixels per image (or inputs this wide
+# with at most _WIDE_INPUT_PIXELS output pixels in the batch) run as one
+# im2col matmul; larger outputs get the banded kernel gradient.
 _SMALL_MAP_PIXELS = 64
 _WIDE_INPUT = 512
+_WIDE_INPUT_PIXELS = 2048
 _BAND_PIXELS = 4096
 
+Padding = tuple[tuple[int, int], tuple[int, int]]
 
-def _xla_conv(x: jax.Array, kernel: jax.Array, padding='SAME') -> jax.Array:
+
+def _same_padding(kh: int, kw: int) -> Padding:
+  return ((kh // 2, kh // 2), (kw // 2, kw // 2))
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
   return jax.lax.conv_general_dilated(
       x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _band_rows(h: int, w: int, band_pixels: int) -> int:
-  return max(1, min(h, band_pixels // w))
-
-
-def conv_kernel_grad(x: jax.Array, g: jax.Array, k: int,
+def conv_kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: tuple[int, int],
+                     padding: Optional[Padding] = None,
                      band_pixels: int = _BAND_PIXELS) -> jax.Array:
-  """dL/dkernel of a 'same' k x k conv of x, given g = dL/dy, in bands.
+  """dL/dkernel of a stride-1 conv of x, given g = dL/dy, in bands of rows.
 
   XLA:CPU's weight-gradient convolution slows down 2-3x once one call's
   working set outgrows the caches (measured: [2, 256, 256, 128] -> 64 took
   420 ms as one call, 190 ms as 32 bands of 16 rows). The sum of the
   per-image, per-band gradients is the same gradient up to float rounding.
+  padding defaults to 'same'.
   """
-  p = k // 2
-  b, h, w, c = x.shape
-  rows = _band_rows(h, w, band_pixels)
-  xp = jnp.pad(x, ((0, 0), (p, p), (0, 0), (0, 0)))
-  zero = jnp.zeros((k, k, c, g.shape[-1]), x.dtype)
+  kh, kw = kernel_hw
+  (pt, pb), (pl, pr) = padding or _same_padding(kh, kw)
+  b, h, w, c = g.shape[:3] + x.shape[-1:]
+  rows = max(1, min(h, band_pixels // w))
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (0, 0), (0, 0)))
+  zero = jnp.zeros((kh, kw, c, g.shape[-1]), x.dtype)
   total = None
   for n in range(b):
     for r0 in range(0, h, rows):
       r1 = min(h, r0 + rows)
-      x_band = xp[n:n + 1, r0:r1 + 2 * p]
-      _, vjp = jax.vjp(
-          lambda kk, xb=x_band: _xla_conv(xb, kk, ((0, 0), (p, p))), zero)
+      x_band = xp[n:n + 1, r0:r1 + kh - 1]
+      _, vjp = jax.vjp(lambda kk, xb=x_band: _xla_conv(
+          xb, kk, ((0, 0), (pl, pr))), zero)
       part = vjp(g[n:n + 1, r0:r1])[0]
       total = part if total is None else total + part
   return total
 
 
-@jax.custom_vjp
-def _conv_banded_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  return _xla_conv(x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_banded_grad(x: jax.Array, kernel: jax.Array,
+                      padding: Padding) -> jax.Array:
+  return _xla_conv(x, kernel, padding)
 
 
-def _conv_banded_grad_fwd(x, kernel):
-  return _xla_conv(x, kernel), (x, kernel)
+def _conv_banded_grad_fwd(x, kernel, padding):
+  return _xla_conv(x, kernel, padding), (x, kernel)
 
 
-def _conv_banded_grad_bwd(res, g):
+def _conv_banded_grad_bwd(padding, res, g):
   x, kernel = res
-  _, vjp_x = jax.vjp(lambda xx: _xla_conv(xx, kernel), x)
-  return vjp_x(g)[0], conv_kernel_grad(x, g, kernel.shape[0])
+  _, vjp_x = jax.vjp(lambda xx: _xla_conv(xx, kernel, padding), x)
+  return vjp_x(g)[0], conv_kernel_grad(x, g, kernel.shape[:2], padding)
 
 
 _conv_banded_grad.defvjp(_conv_banded_grad_fwd, _conv_banded_grad_bwd)
+
+
+# Keeps x, not its kh*kw shifted copies, for the backward pass.
+@functools.partial(jax.checkpoint, static_argnums=(2,))
+def _im2col_conv(x: jax.Array, kernel: jax.Array,
+                 padding: Padding) -> jax.Array:
+  kh, kw, c, f = kernel.shape
+  xp = jnp.pad(x, ((0, 0),) + padding + ((0, 0),))
+  b, hp, wp, _ = xp.shape
+  h, w = hp - kh + 1, wp - kw + 1
+  cols = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh)
+                          for j in range(kw)], axis=-1)
+  y = jnp.matmul(cols.reshape(b * h * w, kh * kw * c),
+                 kernel.reshape(kh * kw * c, f))
+  return y.reshape(b, h, w, f)
+
+
+def _resolve_conv_impl(impl: str) -> str:
+  if impl not in CONV_IMPLS:
+    raise ValueError(f'config.perf.conv_impl must be one of {CONV_IMPLS}, '
+                     f'got {impl!r}.')
+  if impl == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'xla'
+  return impl
+
+
+def _conv(x: jax.Array, kernel: jax.Array, padding: Padding,
+          impl: str) -> jax.Array:
+  """Stride-1 NHWC/HWIO convolution with explicit padding; see conv2d."""
+  impl = _resolve_conv_impl(impl)
+  if impl == 'xla':
+    return _xla_conv(x, kernel, padding)
+  kh, kw, c, f = kernel.shape
+  b, h, w, _ = x.shape
+  if (kh, kw) == (1, 1) and padding == ((0, 0), (0, 0)):
+    return jnp.matmul(x.reshape(-1, c), kernel.reshape(c, f)).reshape(
+        b, h, w, f)
+  ho = h + sum(padding[0]) - kh + 1
+  wo = w + sum(padding[1]) - kw + 1
+  if ho * wo <= _SMALL_MAP_PIXELS or (c >= _WIDE_INPUT
+                                      and b * ho * wo <= _WIDE_INPUT_PIXELS):
+    return _im2col_conv(x, kernel, padding)
+  if b * ho * wo > _BAND_PIXELS:
+    return _conv_banded_grad(x, kernel, padding)
+  return _xla_conv(x, kernel, padding)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto') -> jax.Array:
   """'same' stride-1 NHWC/HWIO convolution.
 
   impl 'xla' is lax.conv_general_dilated. 'cpu' works around XLA:CPU's slow
-  cases: small maps (H*W <= 64) and wide inputs (>= 512 channels) run as one
-  im2col matmul of the k*k shifted copies of x (up to 60x faster than XLA's
-  conv for 2x2 maps with 512 channels), 1x1 kernels as a matmul, and larger
-  maps keep XLA's forward and input gradient but compute the kernel
-  gradient per image in bands of rows (see conv_kernel_grad). 'auto' is
-  'cpu' on CPU and 'xla' elsewhere. Same numbers up to float rounding.
+  cases: small maps (H*W <= 64) and wide inputs (>= 512 channels, at most
+  2048 pixels in the batch) run as one im2col matmul of the shifted copies
+  of x (up to 60x faster than XLA's conv for 2x2 maps with 512 channels;
+  recomputed, not stored, for the backward pass), 1x1 kernels as a matmul,
+  and larger maps keep XLA's forward and input gradient but compute the
+  kernel gradient per image in bands of rows (see conv_kernel_grad). 'auto'
+  is 'cpu' on CPU and 'xla' elsewhere. Same numbers up to float rounding.
   """
-  if impl not in CONV_IMPLS:
-    raise ValueError(f'config.perf.conv_impl must be one of {CONV_IMPLS}, '
-                     f'got {impl!r}.')
-  if impl == 'auto':
-    impl = 'cpu' if jax.default_backend() == 'cpu' else 'xla'
-  if impl == 'xla':
-    return _xla_conv(x, kernel)
-  k, _, c, f = kernel.shape
+  return _conv(x, kernel, _same_padding(*kernel.shape[:2]), impl)
+
+
+def upsample_conv2d(x: jax.Array, kernel: jax.Array,
+                    impl: str = 'auto') -> jax.Array:
+  """conv2d(upsample2x(x), kernel) without making the upsampled map.
+
+  Output pixel (2i + a, 2j + b) of a 'same' 3x3 conv of the nearest-2x
+  upsampled map reads input rows i-1, i, i (a = 0) or i, i, i+1 (a = 1),
+  and likewise columns: so each of the four output phases is a 2x2 conv of
+  x with summed kernel taps, 16 instead of 36 multiply-adds per input pixel
+  and no 4x larger input to store for the backward pass. A 1x1 conv
+  commutes with the upsampling. Same numbers up to float rounding.
+  """
+  kh, kw = kernel.shape[:2]
+  if (kh, kw) == (1, 1):
+    return upsample2x(conv2d(x, kernel, impl))
+  if (kh, kw) != (3, 3):
+    return conv2d(upsample2x(x), kernel, impl)
+  # Taps of phase 0 (offsets -1, 0) and phase 1 (offsets 0, +1) per axis.
+  rows = ((kernel[0], kernel[1] + kernel[2]), (kernel[0] + kernel[1],
+                                                kernel[2]))
+  pads = ((1, 0), (0, 1))
+  phases = []
+  for a in range(2):
+    kr = jnp.stack(rows[a])  # [2, 3, C, F]
+    cols = ((kr[:, 0], kr[:, 1] + kr[:, 2]), (kr[:, 0] + kr[:, 1], kr[:, 2]))
+    phases.append([_conv(x, jnp.stack(cols[b_], axis=1), (pads[a], pads[b_]),
+                         impl) for b_ in range(2)])
   b, h, w, _ = x.shape
-  if k == 1:
-    return jnp.matmul(x.reshape(-1, c), kernel.reshape(c, f)).reshape(
-        b, h, w, f)
-  if h * w <= _SMALL_MAP_PIXELS or c >= _WIDE_INPUT:
-    p = k // 2
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    cols = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(k)
-                            for j in range(k)], axis=-1)
-    y = jnp.matmul(cols.reshape(b * h * w, k * k * c),
-                   kernel.reshape(k * k * c, f))
-    return y.reshape(b, h, w, f)
-  if b * h * w > _BAND_PIXELS:
-    return _conv_banded_grad(x, kernel)
-  return _xla_conv(x, kernel)
+  y = jnp.stack([jnp.stack(p, axis=3) for p in phases], axis=2)
+  return y.reshape(b, 2 * h, 2 * w, kernel.shape[-1])

@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from oasis_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -40,10 +41,12 @@ def main(argv):
   batch = jax.device_put(common.make_batch(config), data)
   step = jax.jit(functools.partial(steps.train_step, config=config),
                  in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                 donate_argnums=0)
+                 donate_argnums=0,
+                 compiler_options=steps.compiler_options(config))
   rng = jax.device_put(jax.random.PRNGKey(1), repl)  # Not donated.
   compiled, compile_s, flops = common.compile_with_cost(step, state, batch,
                                                         rng)
+  host_memory.trim_heap()  # As train.py does after compiling.
   holder = {'state': state}
 
   def run():

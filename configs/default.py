@@ -97,4 +97,9 @@ def get_config():
   # for small maps / wide inputs, kernel gradients in bands of rows for large
   # maps), 'auto' ('cpu' on CPU, else 'xla').
   perf.conv_impl = 'auto'
+  # XLA:CPU's instruction scheduler for the training step: 'memory' (the
+  # memory-optimized one: 256x256 batch 2 needs 2.7 instead of 3.7 GiB of
+  # temporaries), 'concurrency' (XLA:CPU's default) or 'default'. Ignored on
+  # GPU/TPU.
+  perf.cpu_scheduler = 'memory'
   return config

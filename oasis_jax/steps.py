@@ -173,6 +173,10 @@ def train_step(state: train_state_lib.TrainState, batch, rng: jax.Array, *,
   weights = balance_weights(label, config)
   state, g_metrics, g_aux = generator_step(
       state, image, label, noise[0], weights, config=config)
+  # The D step's work may not start before the G step's ends: otherwise XLA
+  # interleaves the two and the peak holds both steps' activations.
+  state, image, label, weights, labelmix_mask = jax.lax.optimization_barrier(
+      (state, image, label, weights, labelmix_mask))
   state, d_metrics, d_aux = discriminator_step(
       state, image, label, noise[1], weights, labelmix_mask, config=config)
   ema = state.ema
@@ -183,6 +187,25 @@ def train_step(state: train_state_lib.TrainState, batch, rng: jax.Array, *,
   if return_aux:
     return state, metrics, {'g': g_aux, 'd': d_aux}
   return state, metrics
+
+
+_CPU_SCHEDULERS = {
+    'memory': {'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'},
+    'concurrency': {
+        'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED'},
+    'default': {},
+}
+
+
+def compiler_options(config) -> dict[str, Any]:
+  """XLA options for jitting the training step (jax.jit(compiler_options=))."""
+  name = config.perf.get('cpu_scheduler', 'memory')
+  if name not in _CPU_SCHEDULERS:
+    raise ValueError(f'config.perf.cpu_scheduler must be one of '
+                     f'{sorted(_CPU_SCHEDULERS)}, got {name!r}.')
+  if jax.default_backend() != 'cpu':
+    return {}
+  return dict(_CPU_SCHEDULERS[name])
 
 
 def generate(variables, label: jax.Array, z: Optional[jax.Array], *, config,

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from oasis_jax import checkpointing
+from oasis_jax import host_memory
 from oasis_jax import input_pipeline
 from oasis_jax import logging_utils
 from oasis_jax import palettes
@@ -102,7 +103,7 @@ def make_train_step(config, mesh: jax.sharding.Mesh, state_sharding: Any):
       in_shardings=(state_sharding, sharding.batch_sharding(mesh),
                     sharding.replicated(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
-      donate_argnums=0)
+      donate_argnums=0, compiler_options=steps.compiler_options(config))
 
 
 def _replicated_key(mesh, seed: int, *folds: int) -> jax.Array:
@@ -334,6 +335,7 @@ def train_and_evaluate(config, workdir, *,
       manager, abstract_state, state_sharding,
       lambda: init_train_state(config, mesh, abstract_state), train_iter)
   state = _with_optimizers(state, abstract_state)
+  host_memory.trim_heap()
   step = 0 if restored is None else int(restored)
   if restored is not None:
     logging.info('Resumed from the checkpoint of step %d.', step)
@@ -370,6 +372,7 @@ def train_and_evaluate(config, workdir, *,
         step += 1
         if step == first_step:  # Compiled now: time the steps that follow.
           timer = logging_utils.StepTimer(step)
+          host_memory.trim_heap()  # The compiler's freed memory.
         pending.append((step, metrics))
         log_now = every(train.log_every_steps)
         stopping = stop.should_stop(sync=log_now)

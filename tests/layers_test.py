@@ -126,15 +126,15 @@ class LabelConvTest(parameterized.TestCase):
   """The gather formulations equal a conv over the materialized one-hot."""
 
   @parameterized.product(mode=['gather', 'gather_matmul'],
-                         per_pixel_z=[False, True])
+                         per_pixel_z=[False, True], sequential=[True, False])
   def test_modes_agree_with_dense_conv_forward_and_gradient(
-      self, mode, per_pixel_z):
+      self, mode, per_pixel_z, sequential):
     label = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 5), 0, 7)
     z = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
     if per_pixel_z:
       z = jax.random.normal(jax.random.PRNGKey(2), (2, 6, 5, 3))
     dense = layers.LabelConv(4, 7, 3, mode='dense')
-    fast = layers.LabelConv(4, 7, 3, mode=mode)
+    fast = layers.LabelConv(4, 7, 3, mode=mode, sequential=sequential)
     v = dense.init(jax.random.PRNGKey(3), label, z)
     v = jax.tree.map(lambda x: x + 0.1, v)  # Non-zero bias too.
     g = jax.random.normal(jax.random.PRNGKey(4), (2, 6, 5, 4))

@@ -44,7 +44,7 @@ class SPADE(nn.Module):
     label, z = resize_condition(label, z, x.shape[1:3])
     actv = nn.relu(layers.LabelConv(
         self.hidden, self.num_classes, self.z_dim, mode=self.label_conv,
-        dtype=self.dtype, name='mlp_shared')(label, z))
+        sequential=self.train, dtype=self.dtype, name='mlp_shared')(label, z))
     conv = lambda name: layers.Conv(x.shape[-1], 3, impl=self.conv_impl,
                                     dtype=self.dtype, name=name)
     gamma = conv('mlp_gamma')(actv, train=self.train)

@@ -1,5 +1,7 @@
 """Tests of the shared layers: nearest resizing, spectral norm, param-free norms."""
 
+from unittest import mock
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -214,6 +216,52 @@ class Conv2dTest(parameterized.TestCase):
   def test_unknown_impl_is_an_error(self):
     with self.assertRaisesRegex(ValueError, 'perf.conv_impl'):
       layers.conv2d(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), 'fast')
+
+
+class BigArrayFormsTest(parameterized.TestCase):
+  """The memory-saving forms for big arrays equal the one-call forms."""
+
+  def _both(self, fn):
+    out = {}
+    for name, threshold in (('big', 1), ('small', 2**62)):
+      with mock.patch.object(layers, '_BIG_ARRAY', threshold):
+        out[name] = fn()
+    return out
+
+  @parameterized.parameters(False, True)
+  def test_grouped_spectral_norm_conv(self, upsample):
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 5, 4, 3))
+    conv = layers.Conv(4, 3, spectral_norm=True, groups=3, upsample=upsample)
+    v = conv.init(jax.random.PRNGKey(1), x, train=False)
+    g = jax.random.normal(jax.random.PRNGKey(2),
+                          conv.apply(v, x, train=False).shape)
+
+    def run():
+      def loss(params):
+        y, stats = conv.apply({**v, 'params': params}, x, train=True,
+                              mutable=['batch_stats'])
+        return jnp.sum(y * g), (y, stats)
+      (_, (y, stats)), grads = jax.value_and_grad(loss, has_aux=True)(
+          v['params'])
+      return y, stats, grads
+
+    out = self._both(run)
+    for a, b in zip(jax.tree.leaves(out['big']), jax.tree.leaves(out['small'])):
+      np.testing.assert_allclose(a, b, rtol=1e-5,
+                                 atol=1e-5 * float(jnp.abs(b).max()))
+
+  def test_label_conv_scan(self):
+    label = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 5), 0, 7)
+    z = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
+    conv = layers.LabelConv(4, 7, 3, mode='gather')
+    v = conv.init(jax.random.PRNGKey(2), label, z)
+    g = jax.random.normal(jax.random.PRNGKey(3), (2, 6, 5, 4))
+    f = lambda p: jnp.sum(conv.apply({'params': p}, label, z) * g)
+    out = self._both(lambda: (conv.apply(v, label, z),
+                              jax.grad(f)(v['params'])))
+    for a, b in zip(jax.tree.leaves(out['big']), jax.tree.leaves(out['small'])):
+      np.testing.assert_allclose(a, b, rtol=1e-5,
+                                 atol=1e-5 * float(jnp.abs(b).max()))
 
 
 class ParamFreeNormTest(parameterized.TestCase):

@@ -8,6 +8,7 @@ training-mode forward updates.
 """
 
 import functools
+import math
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -20,6 +21,11 @@ NORM_EPS = 1e-5
 NORM_MOMENTUM = 0.1  # PyTorch convention: new = (1 - m) * old + m * batch.
 
 Dtype = Any
+
+# Arrays of at least this many elements (16 MiB in float32) get the
+# memory-saving formulations (per-group SN kernels, LabelConv scans); below
+# it the faster one-call forms win and their memory does not matter.
+_BIG_ARRAY = 2**22
 
 
 def xavier_normal(gain: float = 0.02):
@@ -120,12 +126,19 @@ class Conv(nn.Module):
                         jnp.float32)
     dtype = self.dtype or x.dtype
     conv = upsample_conv2d if self.upsample else conv2d
-    if sigmas is not None and self.groups > 1:
+    out_size = math.prod(x.shape[:3]) * self.features * (
+        4 if self.upsample else 1)
+    if sigmas is not None and self.groups > 1 and out_size >= _BIG_ARRAY:
       # Each chunk with its own normalized kernel: dividing the outputs
       # instead would keep them for the backward pass (d/dsigma).
       y = jnp.concatenate([
           conv(xg.astype(dtype), (kernel / s).astype(dtype), self.impl)
           for xg, s in zip(jnp.split(x, self.groups), sigmas)])
+    elif sigmas is not None and self.groups > 1:  # Small: one batched conv.
+      y = conv(x.astype(dtype), kernel.astype(dtype), self.impl)
+      y = y.reshape((self.groups, -1) + y.shape[1:])
+      y = y / sigmas.astype(dtype)[:, None, None, None, None]
+      y = y.reshape((-1,) + y.shape[2:])
     else:
       y = conv(x.astype(dtype), kernel.astype(dtype), self.impl)
     if bias is not None:
@@ -235,7 +248,8 @@ def _one_hot_conv(kernel: jax.Array, label: jax.Array, matmul_grad: bool,
                   sequential: bool):
   """conv(one_hot(label), kernel) as a sum of k*k row gathers.
 
-  sequential: add one gather at a time in a scan over the taps. Unrolled
+  sequential: add one gather at a time in a scan over the taps (for outputs
+  of at least _BIG_ARRAY elements; smaller ones always unroll). Unrolled
   (faster by itself: 25 vs 44 ms at 256x256, batch 2, 128 features), XLA
   hoists the k*k gathers of every SPADE of a training step (they depend on
   the label alone) and keeps them live: 27 x 64 MiB at the generator's last
@@ -247,7 +261,7 @@ def _one_hot_conv(kernel: jax.Array, label: jax.Array, matmul_grad: bool,
       [kernel.reshape(k * k, c, f), jnp.zeros((k * k, 1, f), kernel.dtype)],
       axis=1)
   shifted = _shifted_labels(label, c, k)
-  if not sequential:
+  if not sequential or label.size * f < _BIG_ARRAY:
     return sum(table[t][ids] for t, ids in enumerate(shifted))
 
   def tap(acc, tap_table_ids):

@@ -86,9 +86,12 @@ def init_train_state(config, mesh: jax.sharding.Mesh,
   options = {}
   if jax.default_backend() == 'cpu':
     options['xla_backend_optimization_level'] = 0
-  state = jax.device_get(init.compile(options)(rng))
-  return _with_optimizers(sharding.put_replicated(state, mesh),
-                          abstract_state)
+  state = sharding.put_replicated(jax.device_get(init.compile(options)(rng)),
+                                 mesh)
+  # Buffers of XLA's own: on a CPU the put arrays alias the host copy, which
+  # the first step cannot donate; it would hold two states at its peak.
+  state = jax.jit(lambda s: jax.tree.map(jnp.copy, s))(state)
+  return _with_optimizers(state, abstract_state)
 
 
 def make_train_step(config, mesh: jax.sharding.Mesh, state_sharding: Any):

@@ -243,10 +243,10 @@ def _shifted_labels(label: jax.Array, num_classes: int, k: int):
   return [lp[:, i:i + h, j:j + w] for i in range(k) for j in range(k)]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _one_hot_conv(kernel: jax.Array, label: jax.Array, matmul_grad: bool,
-                  sequential: bool):
-  """conv(one_hot(label), kernel) as a sum of k*k row gathers.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _one_hot_conv(kernel: jax.Array, label: jax.Array, init: jax.Array,
+                  matmul_grad: bool, sequential: bool):
+  """init + conv(one_hot(label), kernel), as a sum of k*k row gathers.
 
   sequential: add one gather at a time in a scan over the taps (for outputs
   of at least _BIG_ARRAY elements; smaller ones always unroll). Unrolled
@@ -262,19 +262,18 @@ def _one_hot_conv(kernel: jax.Array, label: jax.Array, matmul_grad: bool,
       axis=1)
   shifted = _shifted_labels(label, c, k)
   if not sequential or label.size * f < _BIG_ARRAY:
-    return sum(table[t][ids] for t, ids in enumerate(shifted))
+    return init + sum(table[t][ids] for t, ids in enumerate(shifted))
 
   def tap(acc, tap_table_ids):
     tap_table, tap_ids = tap_table_ids
     return acc + tap_table[tap_ids], None
 
-  out, _ = jax.lax.scan(tap, jnp.zeros(label.shape + (f,), kernel.dtype),
-                        (table, jnp.stack(shifted)))
+  out, _ = jax.lax.scan(tap, init, (table, jnp.stack(shifted)))
   return out
 
 
-def _one_hot_conv_fwd(kernel, label, matmul_grad, sequential):
-  return (_one_hot_conv(kernel, label, matmul_grad, sequential),
+def _one_hot_conv_fwd(kernel, label, init, matmul_grad, sequential):
+  return (_one_hot_conv(kernel, label, init, matmul_grad, sequential),
           (kernel.shape, label))
 
 
@@ -286,6 +285,7 @@ def _one_hot_conv_bwd(matmul_grad, sequential, res, g):
   # over the taps keeps one [C + 1, F] partial live; materializing the k*k
   # shifted copies of g instead took 14x the time and 1.1 GiB at 256x256.
   (k, _, c, f), label = res
+  g_init = g  # d/dinit: the identity.
   g = g.astype(jnp.float32).reshape(-1, f)
   ids = jnp.stack(_shifted_labels(label, c, k)).reshape(k * k, -1)
 
@@ -296,7 +296,7 @@ def _one_hot_conv_bwd(matmul_grad, sequential, res, g):
     return None, jax.ops.segment_sum(g, tap_ids, num_segments=c + 1)[:c]
 
   _, dw = jax.lax.scan(tap, None, ids)
-  return dw.reshape(k, k, c, f), None
+  return dw.reshape(k, k, c, f), None, g_init
 
 
 _one_hot_conv.defvjp(_one_hot_conv_fwd, _one_hot_conv_bwd)
@@ -338,20 +338,21 @@ class LabelConv(nn.Module):
           z = jnp.broadcast_to(z[:, None, None, :], (b, h, w, self.z_dim))
         seg = jnp.concatenate([z.astype(dtype), seg], axis=-1)
       return conv2d(seg, kernel.astype(dtype), 'xla') + bias.astype(dtype)
-    out = _one_hot_conv(kernel[:, :, self.z_dim:].astype(dtype), label,
-                        mode == 'gather_matmul', self.sequential)
+    # The z part and the bias seed the sum of the gathers (no extra map).
+    init = jnp.broadcast_to(bias.astype(dtype), (b, h, w, f))
     if self.z_dim:
       kz = kernel[:, :, :self.z_dim].astype(dtype)
       if z.ndim == 2:  # Constant map: each tap contributes z . W_tap inside.
         taps = jnp.einsum('bz,tzf->btf', z.astype(dtype),
                           kz.reshape(k * k, self.z_dim, f),
                           precision='highest')
-        out = out + jnp.einsum('hwt,btf->bhwf',
-                               jnp.asarray(_valid_taps(h, w, k), dtype),
-                               taps, precision='highest')
+        init = init + jnp.einsum('hwt,btf->bhwf',
+                                 jnp.asarray(_valid_taps(h, w, k), dtype),
+                                 taps, precision='highest')
       else:
-        out = out + conv2d(z.astype(dtype), kz, 'xla')
-    return out + bias.astype(dtype)
+        init = init + conv2d(z.astype(dtype), kz, 'xla')
+    return _one_hot_conv(kernel[:, :, self.z_dim:].astype(dtype), label, init,
+                         mode == 'gather_matmul', self.sequential)
 
 
 CONV_IMPLS = ('auto', 'xla', 'cpu')
@@ -424,10 +425,8 @@ def _conv_banded_grad_bwd(padding, res, g):
 _conv_banded_grad.defvjp(_conv_banded_grad_fwd, _conv_banded_grad_bwd)
 
 
-# Keeps x, not its kh*kw shifted copies, for the backward pass.
-@functools.partial(jax.checkpoint, static_argnums=(2,))
-def _im2col_conv(x: jax.Array, kernel: jax.Array,
-                 padding: Padding) -> jax.Array:
+def _im2col_conv_forward(x: jax.Array, kernel: jax.Array,
+                         padding: Padding) -> jax.Array:
   kh, kw, c, f = kernel.shape
   xp = jnp.pad(x, ((0, 0),) + padding + ((0, 0),))
   b, hp, wp, _ = xp.shape
@@ -437,6 +436,32 @@ def _im2col_conv(x: jax.Array, kernel: jax.Array,
   y = jnp.matmul(cols.reshape(b * h * w, kh * kw * c),
                  kernel.reshape(kh * kw * c, f))
   return y.reshape(b, h, w, f)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _im2col_conv(x: jax.Array, kernel: jax.Array,
+                 padding: Padding) -> jax.Array:
+  """One matmul of the kh*kw shifted copies of x (the copies: 9x x).
+
+  The backward pass keeps x and makes the copies again, behind an
+  optimization barrier: without it XLA merges them with the forward's
+  (as it did under jax.checkpoint) and keeps those alive in between.
+  """
+  return _im2col_conv_forward(x, kernel, padding)
+
+
+def _im2col_conv_fwd(x, kernel, padding):
+  return _im2col_conv_forward(x, kernel, padding), (x, kernel)
+
+
+def _im2col_conv_bwd(padding, res, g):
+  x, kernel = jax.lax.optimization_barrier(res)
+  _, vjp = jax.vjp(lambda xx, kk: _im2col_conv_forward(xx, kk, padding),
+                   x, kernel)
+  return vjp(g)
+
+
+_im2col_conv.defvjp(_im2col_conv_fwd, _im2col_conv_bwd)
 
 
 def _resolve_conv_impl(impl: str) -> str:

@@ -173,10 +173,6 @@ def train_step(state: train_state_lib.TrainState, batch, rng: jax.Array, *,
   weights = balance_weights(label, config)
   state, g_metrics, g_aux = generator_step(
       state, image, label, noise[0], weights, config=config)
-  # The D step's work may not start before the G step's ends: otherwise XLA
-  # interleaves the two and the peak holds both steps' activations.
-  state, image, label, weights, labelmix_mask = jax.lax.optimization_barrier(
-      (state, image, label, weights, labelmix_mask))
   state, d_metrics, d_aux = discriminator_step(
       state, image, label, noise[1], weights, labelmix_mask, config=config)
   ema = state.ema

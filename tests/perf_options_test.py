@@ -94,5 +94,21 @@ class RematTest(absltest.TestCase):
       np.testing.assert_allclose(p1, p0, rtol=1e-4, atol=1e-6)
 
 
+class CompilerOptionsTest(absltest.TestCase):
+
+  def test_cpu_scheduler_choices_and_error(self):
+    config = tiny_lib.get_config()
+    with config.unlocked():
+      config.perf.cpu_scheduler = 'memory'
+    want = ({'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}
+            if jax.default_backend() == 'cpu' else {})
+    self.assertEqual(steps.compiler_options(config), want)
+    with config.unlocked():
+      config.perf.cpu_scheduler = 'fastest'
+    with self.assertRaisesRegex(ValueError,
+                                r"perf.cpu_scheduler .*got 'fastest'"):
+      steps.compiler_options(config)
+
+
 if __name__ == '__main__':
   absltest.main()

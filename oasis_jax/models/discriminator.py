@@ -50,19 +50,18 @@ class ResBlockUp(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fin, fout = x.shape[-1], self.features
-    # The convs read the upsampled maps without making them (same numbers).
-    conv = lambda k, name: layers.Conv(
+    # conv_s and conv1 read the upsampled maps without making them (same
+    # numbers); conv2 works at the upsampled size.
+    conv = lambda k, name, upsample=True: layers.Conv(
         fout, k, spectral_norm=self.spectral_norm, groups=self.groups,
-        impl=self.conv_impl, upsample=True, dtype=self.dtype, name=name)
+        impl=self.conv_impl, upsample=upsample, dtype=self.dtype, name=name)
     if fin != fout:
       shortcut = conv(1, 'conv_s')(x, train=self.train)
     else:
       shortcut = layers.upsample2x(x)
     dx = conv(3, 'conv1')(nn.leaky_relu(x, 0.2), train=self.train)
-    dx = layers.Conv(
-        fout, 3, spectral_norm=self.spectral_norm, groups=self.groups,
-        impl=self.conv_impl, dtype=self.dtype, name='conv2')(
-            nn.leaky_relu(dx, 0.2), train=self.train)
+    dx = conv(3, 'conv2', upsample=False)(nn.leaky_relu(dx, 0.2),
+                                          train=self.train)
     return shortcut + dx
 
 

@@ -126,21 +126,20 @@ class Conv(nn.Module):
                         jnp.float32)
     dtype = self.dtype or x.dtype
     conv = upsample_conv2d if self.upsample else conv2d
-    out_size = math.prod(x.shape[:3]) * self.features * (
-        4 if self.upsample else 1)
-    if sigmas is not None and self.groups > 1 and out_size >= _BIG_ARRAY:
+    if sigmas is None or self.groups == 1:
+      y = conv(x.astype(dtype), kernel.astype(dtype), self.impl)
+    elif math.prod(x.shape[:3]) * self.features * (
+        4 if self.upsample else 1) >= _BIG_ARRAY:
       # Each chunk with its own normalized kernel: dividing the outputs
       # instead would keep them for the backward pass (d/dsigma).
       y = jnp.concatenate([
           conv(xg.astype(dtype), (kernel / s).astype(dtype), self.impl)
           for xg, s in zip(jnp.split(x, self.groups), sigmas)])
-    elif sigmas is not None and self.groups > 1:  # Small: one batched conv.
+    else:  # Small outputs: one batched conv, each chunk divided by its sigma.
       y = conv(x.astype(dtype), kernel.astype(dtype), self.impl)
       y = y.reshape((self.groups, -1) + y.shape[1:])
       y = y / sigmas.astype(dtype)[:, None, None, None, None]
       y = y.reshape((-1,) + y.shape[2:])
-    else:
-      y = conv(x.astype(dtype), kernel.astype(dtype), self.impl)
     if bias is not None:
       y = y + bias.astype(dtype)
     return y

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from oasis_jax.models import layers
 
@@ -37,19 +38,53 @@ class SPADE(nn.Module):
   dtype: Optional[Any] = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, label: jax.Array,
-               z: Optional[jax.Array]) -> jax.Array:
+  def __call__(self, x: jax.Array, label: jax.Array, z: Optional[jax.Array],
+               project: Optional[jax.Array] = None) -> jax.Array:
+    """SPADE(x); with ``project`` [C, F] (eval only), SPADE(x) @ project.
+
+    A projection (the residual block's 1x1 shortcut conv) is linear, so
+    beta's conv is folded into it: beta @ project is one 3x3 conv to F
+    channels with kernel W_beta @ project, not a conv to C channels and a
+    1x1 conv. Same numbers up to float rounding.
+    """
     normalized = layers.ParamFreeNorm(self.norm, name='norm')(
         x, train=self.train)
     label, z = resize_condition(label, z, x.shape[1:3])
     actv = nn.relu(layers.LabelConv(
         self.hidden, self.num_classes, self.z_dim, mode=self.label_conv,
         sequential=self.train, dtype=self.dtype, name='mlp_shared')(label, z))
-    conv = lambda name: layers.Conv(x.shape[-1], 3, impl=self.conv_impl,
+    features = x.shape[-1]
+    conv = lambda name: layers.Conv(features, 3, impl=self.conv_impl,
                                     dtype=self.dtype, name=name)
-    gamma = conv('mlp_gamma')(actv, train=self.train)
-    beta = conv('mlp_beta')(actv, train=self.train)
-    return normalized * (1 + gamma) + beta
+    if self.train:
+      if project is not None:
+        raise ValueError('SPADE(project=...) is for eval mode only.')
+      gamma = conv('mlp_gamma')(actv, train=True)
+      beta = conv('mlp_beta')(actv, train=True)
+      return normalized * (1 + gamma) + beta
+    (kg, bg), (kb, bb) = [conv(name)(actv, train=False, params_only=True)
+                          for name in ('mlp_gamma', 'mlp_beta')]
+    if project is not None:
+      kb = jnp.einsum('ijcf,fo->ijco', kb, project, precision='highest')
+      bb = jnp.matmul(bb, project, precision='highest')
+    dtype = self.dtype or actv.dtype
+    actv = actv.astype(dtype)
+    if layers.uses_winograd(actv.shape, kg.shape[-1] + kb.shape[-1], dtype,
+                            self.conv_impl):
+      # One Winograd conv for both: they share the input transforms.
+      both = layers.conv2d(actv, jnp.concatenate([kg, kb], -1).astype(dtype),
+                           self.conv_impl, inference=True)
+      both = both + jnp.concatenate([bg, bb]).astype(dtype)
+      gamma, beta = both[..., :features], both[..., features:]
+    else:
+      gamma, beta = [layers.conv2d(actv, kk.astype(dtype), self.conv_impl,
+                                   inference=True) + bias.astype(dtype)
+                     for kk, bias in ((kg, bg), (kb, bb))]
+    out = normalized * (1 + gamma)
+    if project is not None:
+      out = layers.conv2d(out, project[None, None].astype(dtype),
+                          self.conv_impl)
+    return out + beta
 
 
 class SPADEResBlock(nn.Module):
@@ -76,9 +111,15 @@ class SPADEResBlock(nn.Module):
     conv = lambda f, k, bias, name: layers.Conv(
         f, k, use_bias=bias, spectral_norm=self.spectral_norm,
         impl=self.conv_impl, dtype=self.dtype, name=name)
-    if fin != fout:
+    if fout < fin and not self.train:
+      # conv_s(SPADE(x)) with beta folded into conv_s (see SPADE): fewer
+      # FLOPs when the shortcut narrows.
+      kernel_s, _ = conv(fout, 1, False, 'conv_s')(x, train=False,
+                                                    params_only=True)
+      shortcut = spade('norm_s')(x, label, z, project=kernel_s[0, 0])
+    elif fin != fout:
       shortcut = conv(fout, 1, False, 'conv_s')(
-          spade('norm_s')(x, label, z), train=self.train)
+          spade('norm_s')(x, label, z), train=True)
     else:
       shortcut = x
     dx = conv(fmid, 3, True, 'conv_0')(

@@ -9,7 +9,7 @@ training-mode forward updates.
 
 import functools
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -213,31 +213,37 @@ class ParamFreeNorm(nn.Module):
   kind: str = 'batch'
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool, stats_only: bool = False):
+    """The normalized x; with stats_only, (mean, 1 / std) to apply later."""
     xf = x.astype(jnp.float32)
     if self.kind == 'instance':
       mean = xf.mean(axis=(1, 2), keepdims=True)
       var = jnp.square(xf - mean).mean(axis=(1, 2), keepdims=True)
-      return ((xf - mean) * jax.lax.rsqrt(var + NORM_EPS)).astype(x.dtype)
-    if self.kind != 'batch':
+    elif self.kind != 'batch':
       raise ValueError(f"norm must be 'batch' or 'instance', got {self.kind!r}")
-    c = x.shape[-1]
+    else:
+      mean, var = self._batch_stats(xf, train)
+    if stats_only:
+      return mean, jax.lax.rsqrt(var + NORM_EPS)
+    return ((xf - mean) * jax.lax.rsqrt(var + NORM_EPS)).astype(x.dtype)
+
+  def _batch_stats(self, xf: jax.Array, train: bool):
+    c = xf.shape[-1]
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (c,),
                             jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
-    if train:
-      mean = xf.mean(axis=(0, 1, 2))
-      var = jnp.square(xf - mean).mean(axis=(0, 1, 2))
-      if not self.is_initializing():
-        n = x.shape[0] * x.shape[1] * x.shape[2]
-        unbiased = var * (n / max(n - 1, 1))
-        ra_mean.value = ((1 - NORM_MOMENTUM) * ra_mean.value
-                         + NORM_MOMENTUM * mean)
-        ra_var.value = ((1 - NORM_MOMENTUM) * ra_var.value
-                        + NORM_MOMENTUM * unbiased)
-    else:
-      mean, var = ra_mean.value, ra_var.value
-    return ((xf - mean) * jax.lax.rsqrt(var + NORM_EPS)).astype(x.dtype)
+    if not train:
+      return ra_mean.value, ra_var.value
+    mean = xf.mean(axis=(0, 1, 2))
+    var = jnp.square(xf - mean).mean(axis=(0, 1, 2))
+    if not self.is_initializing():
+      n = xf.shape[0] * xf.shape[1] * xf.shape[2]
+      unbiased = var * (n / max(n - 1, 1))
+      ra_mean.value = ((1 - NORM_MOMENTUM) * ra_mean.value
+                       + NORM_MOMENTUM * mean)
+      ra_var.value = ((1 - NORM_MOMENTUM) * ra_var.value
+                      + NORM_MOMENTUM * unbiased)
+    return mean, var
 
 
 LABEL_CONV_MODES = ('dense', 'gather', 'gather_matmul', 'auto')
@@ -253,17 +259,6 @@ def resolve_label_conv_mode(mode: str) -> str:
   return mode
 
 
-def _valid_taps(h: int, w: int, k: int) -> np.ndarray:
-  """[h, w, k*k]: 1 where tap (i, j) of a 'same' conv reads inside the map."""
-  p = k // 2
-  rows = np.arange(h)[:, None] + np.arange(k)[None, :] - p
-  cols = np.arange(w)[:, None] + np.arange(k)[None, :] - p
-  rv = (rows >= 0) & (rows < h)
-  cv = (cols >= 0) & (cols < w)
-  return (rv[:, None, :, None] & cv[None, :, None, :]).reshape(
-      h, w, k * k).astype(np.float32)
-
-
 def _shifted_labels(label: jax.Array, num_classes: int, k: int):
   """The k*k shifted views of the label map; outside pixels get id C."""
   p = k // 2
@@ -272,10 +267,29 @@ def _shifted_labels(label: jax.Array, num_classes: int, k: int):
   return [lp[:, i:i + h, j:j + w] for i in range(k) for j in range(k)]
 
 
+def _tap_rows(label: jax.Array, tables_shape, offsets: bool) -> jax.Array:
+  """[k*k, B, h, w] rows of each tap's table read at each pixel.
+
+  Outside pixels read the last (zero) row; with offsets, image b's rows
+  are those of its own table in the [k*k, n_tables * rows, F] stack.
+  """
+  n_tables, kk, rows, _ = tables_shape
+  ids = jnp.stack(_shifted_labels(label, rows - 1, math.isqrt(kk)))
+  if offsets and n_tables > 1:
+    ids = ids + (jnp.arange(n_tables, dtype=ids.dtype) * rows)[
+        None, :, None, None]
+  return ids
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _one_hot_conv(kernel: jax.Array, label: jax.Array, init: jax.Array,
+def _one_hot_conv(tables: jax.Array, label: jax.Array, init: jax.Array,
                   matmul_grad: bool, sequential: bool):
   """init + conv(one_hot(label), kernel), as a sum of k*k row gathers.
+
+  tables: [1 or B, k*k, C + 1, F], the kernel's rows by tap and class (one
+  table, or one per image with its z part added), the last row zero (read
+  by pixels outside the map). init: [F] or the [B, h, w, F] output shape,
+  of the tables' dtype.
 
   sequential: add one gather at a time in a scan over the taps (for outputs
   of at least _BIG_ARRAY elements; smaller ones always unroll). Unrolled
@@ -285,47 +299,53 @@ def _one_hot_conv(kernel: jax.Array, label: jax.Array, init: jax.Array,
   block for 256x256, batch 2.
   """
   del matmul_grad
-  k, _, c, f = kernel.shape
-  table = jnp.concatenate(
-      [kernel.reshape(k * k, c, f), jnp.zeros((k * k, 1, f), kernel.dtype)],
-      axis=1)
-  shifted = _shifted_labels(label, c, k)
+  n_tables, kk, rows, f = tables.shape
+  flat = jnp.swapaxes(tables, 0, 1).reshape(kk, n_tables * rows, f)
+  ids = _tap_rows(label, tables.shape, offsets=True)
   if not sequential or label.size * f < _BIG_ARRAY:
-    return init + sum(table[t][ids] for t, ids in enumerate(shifted))
+    return init + sum(flat[t][ids[t]] for t in range(kk))
 
   def tap(acc, tap_table_ids):
     tap_table, tap_ids = tap_table_ids
     return acc + tap_table[tap_ids], None
 
-  out, _ = jax.lax.scan(tap, init, (table, jnp.stack(shifted)))
+  out, _ = jax.lax.scan(tap, jnp.broadcast_to(init, label.shape + (f,)),
+                        (flat, ids))
   return out
 
 
-def _one_hot_conv_fwd(kernel, label, init, matmul_grad, sequential):
-  return (_one_hot_conv(kernel, label, init, matmul_grad, sequential),
-          (kernel.shape, label))
+def _one_hot_conv_fwd(tables, label, init, matmul_grad, sequential):
+  return (_one_hot_conv(tables, label, init, matmul_grad, sequential),
+          (tables.shape, label, init.shape))
 
 
 def _one_hot_conv_bwd(matmul_grad, sequential, res, g):
   del sequential
-  # dW[tap, c] = sum of g over the pixels q whose tap reads class c, i.e.
-  # with label[q + offset(tap)] == c: one reduction of the unshifted g per
-  # tap, by the shifted label map (outside pixels -> id C, dropped). A scan
-  # over the taps keeps one [C + 1, F] partial live; materializing the k*k
-  # shifted copies of g instead took 14x the time and 1.1 GiB at 256x256.
-  (k, _, c, f), label = res
-  g_init = g  # d/dinit: the identity.
-  g = g.astype(jnp.float32).reshape(-1, f)
-  ids = jnp.stack(_shifted_labels(label, c, k)).reshape(k * k, -1)
+  # d table[tap, c] = sum of g over the pixels q whose tap reads class c,
+  # i.e. with label[q + offset(tap)] == c: one reduction of the unshifted g
+  # per tap, by the shifted label map (per image with per-image tables). A
+  # scan over the taps keeps one [rows, F] partial live; materializing the
+  # k*k shifted copies of g instead took 14x the time and 1.1 GiB at
+  # 256x256.
+  tables_shape, label, init_shape = res
+  n_tables, kk, rows, f = tables_shape
+  dtype = g.dtype  # That of tables and init.
+  g_init = g if g.shape == init_shape else g.sum(axis=(0, 1, 2))
+  b = label.shape[0]
+  g = g.astype(jnp.float32).reshape(b, -1, f)
+  ids = _tap_rows(label, tables_shape, offsets=not matmul_grad)
 
   def tap(_, tap_ids):
-    if matmul_grad:  # Dense one-hot matmul: MXU-friendly (TPU).
-      one_hot = jax.nn.one_hot(tap_ids, c + 1, dtype=g.dtype)
-      return None, jnp.matmul(one_hot.T, g, precision='highest')[:c]
-    return None, jax.ops.segment_sum(g, tap_ids, num_segments=c + 1)[:c]
+    if matmul_grad:  # Dense one-hot matmuls: MXU-friendly (TPU).
+      one_hot = jax.nn.one_hot(tap_ids.reshape(b, -1), rows, dtype=g.dtype)
+      part = jnp.einsum('bpr,bpf->brf', one_hot, g, precision='highest')
+      return None, part.sum(0, keepdims=True) if n_tables == 1 else part
+    part = jax.ops.segment_sum(g.reshape(-1, f), tap_ids.reshape(-1),
+                               num_segments=n_tables * rows)
+    return None, part.reshape(n_tables, rows, f)
 
-  _, dw = jax.lax.scan(tap, None, ids)
-  return dw.reshape(k, k, c, f), None, g_init
+  _, d_tables = jax.lax.scan(tap, None, ids)  # [k*k, n_tables, rows, F]
+  return jnp.swapaxes(d_tables, 0, 1).astype(dtype), None, g_init
 
 
 _one_hot_conv.defvjp(_one_hot_conv_fwd, _one_hot_conv_bwd)
@@ -351,8 +371,13 @@ class LabelConv(nn.Module):
   dtype: Optional[Dtype] = None
 
   @nn.compact
-  def __call__(self, label: jax.Array, z: Optional[jax.Array]) -> jax.Array:
-    """label: [B, h, w] ids; z: None, [B, z_dim] or [B, h, w, z_dim]."""
+  def __call__(self, label: jax.Array, z: Optional[jax.Array], *,
+               tables_only: bool = False):
+    """label: [B, h, w] ids; z: None, [B, z_dim] or [B, h, w, z_dim].
+
+    With tables_only (gather modes, z None or per image), the (tables,
+    bias) of _one_hot_conv instead of the output: see label_conv_rows.
+    """
     k, c, f = self.kernel_size, self.num_classes, self.features
     kernel = self.param('kernel', xavier_normal(),
                         (k, k, self.z_dim + c, f), jnp.float32)
@@ -360,6 +385,9 @@ class LabelConv(nn.Module):
     dtype = self.dtype or jnp.float32
     b, h, w = label.shape
     mode = resolve_label_conv_mode(self.mode)
+    if mode == 'dense' and tables_only:
+      raise ValueError("LabelConv(tables_only=True) needs mode 'gather' or "
+                       "'gather_matmul'.")
     if mode == 'dense':
       seg = jax.nn.one_hot(label, c, dtype=dtype)
       if self.z_dim:
@@ -367,20 +395,27 @@ class LabelConv(nn.Module):
           z = jnp.broadcast_to(z[:, None, None, :], (b, h, w, self.z_dim))
         seg = jnp.concatenate([z.astype(dtype), seg], axis=-1)
       return conv2d(seg, kernel.astype(dtype), 'xla') + bias.astype(dtype)
-    # The z part and the bias seed the sum of the gathers (no extra map).
-    init = jnp.broadcast_to(bias.astype(dtype), (b, h, w, f))
+    # A per-image z adds z . W_tap to every class row of tap's table (one
+    # table per image; outside pixels read the zero row, as the zero
+    # padding of a conv would); a per-pixel z is a conv of its own.
+    tables = kernel[:, :, self.z_dim:].reshape(1, k * k, c, f)
+    init = bias
     if self.z_dim:
-      kz = kernel[:, :, :self.z_dim].astype(dtype)
-      if z.ndim == 2:  # Constant map: each tap contributes z . W_tap inside.
-        taps = jnp.einsum('bz,tzf->btf', z.astype(dtype),
-                          kz.reshape(k * k, self.z_dim, f),
-                          precision='highest')
-        init = init + jnp.einsum('hwt,btf->bhwf',
-                                 jnp.asarray(_valid_taps(h, w, k), dtype),
-                                 taps, precision='highest')
+      kz = kernel[:, :, :self.z_dim].reshape(k * k, self.z_dim, f)
+      if z.ndim == 2:
+        tables = tables + jnp.einsum('bz,tzf->btf', z.astype(jnp.float32), kz,
+                                     precision='highest')[:, :, None]
       else:
-        init = init + conv2d(z.astype(dtype), kz, 'xla')
-    return _one_hot_conv(kernel[:, :, self.z_dim:].astype(dtype), label, init,
+        init = bias + conv2d(z.astype(dtype), kz.reshape(
+            k, k, self.z_dim, f).astype(dtype), 'xla')
+    tables = jnp.concatenate(
+        [tables, jnp.zeros(tables.shape[:2] + (1, f), tables.dtype)], axis=2)
+    if tables_only:
+      if init is not bias:
+        raise ValueError('LabelConv(tables_only=True) needs z None or '
+                         '[B, z_dim].')
+      return tables.astype(dtype), bias.astype(dtype)
+    return _one_hot_conv(tables.astype(dtype), label, init.astype(dtype),
                          mode == 'gather_matmul', self.sequential)
 
 
@@ -531,8 +566,63 @@ def _combine(matrix: np.ndarray, parts: Sequence[jax.Array]) -> list[jax.Array]:
   return out
 
 
-def winograd_conv3x3(x: jax.Array, kernel: jax.Array,
-                     band_rows: int = _WINOGRAD_BAND_ROWS) -> jax.Array:
+class BandSource(NamedTuple):
+  """An input of winograd_conv3x3 made band by band instead of stored.
+
+  reader(padded_h, padded_w) returns read(image, row, n_rows): rows
+  [row, row + n_rows) of image ``image`` of the [B, H, W, C] map ``shape``
+  zero-padded to [padded_h, padded_w] with one row and column of zeros
+  before it.
+  """
+  shape: tuple[int, int, int, int]
+  reader: Callable[[int, int], Callable[..., jax.Array]]
+
+
+def label_conv_rows(tables: jax.Array, bias: jax.Array, label: jax.Array,
+                    activation: Callable[[jax.Array], jax.Array]
+                    ) -> BandSource:
+  """activation(LabelConv(label)) as a BandSource: gathered per band.
+
+  tables, bias: from LabelConv(tables_only=True). Fed this way to SPADE's
+  gamma / beta Winograd conv, the [B, H, W, hidden] map never reaches
+  memory.
+  """
+  n_tables, kk, n_ids, f = tables.shape
+  k = math.isqrt(kk)
+  p = k // 2
+  b, h, w = label.shape
+  flat = jnp.swapaxes(tables, 0, 1).reshape(kk, n_tables * n_ids, f)
+
+  def reader(padded_h, padded_w):
+    # Ids of the padded map's rows and columns widened by p on each side;
+    # outside pixels read the zero row.
+    ids = jnp.pad(label, ((0, 0), (1 + p, padded_h + p - 1 - h),
+                          (1 + p, padded_w + p - 1 - w)),
+                  constant_values=n_ids - 1)
+
+    def read(image, row, n_rows):
+      band = jax.lax.dynamic_slice(ids, (image, row, 0),
+                                   (1, n_rows + 2 * p, padded_w + 2 * p))[0]
+      if n_tables > 1:
+        band = band + image * n_ids
+      out = activation(bias + sum(
+          flat[i * k + j][band[i:i + n_rows, j:j + padded_w]]
+          for i in range(k) for j in range(k)))
+      rows = row - 1 + jnp.arange(n_rows)
+      cols = jnp.arange(padded_w) - 1
+      inside = (((rows >= 0) & (rows < h))[:, None]
+                & ((cols >= 0) & (cols < w))[None, :])
+      return jnp.where(inside[..., None], out, 0)
+
+    return read
+
+  return BandSource((b, h, w, f), reader)
+
+
+def winograd_conv3x3(x: Union[jax.Array, BandSource], kernel: jax.Array,
+                     band_rows: int = _WINOGRAD_BAND_ROWS,
+                     epilogue: Optional[Any] = None,
+                     operands: Sequence[jax.Array] = ()) -> jax.Array:
   """'same' stride-1 3x3 NHWC/HWIO convolution by 1D Winograd F(4, 3).
 
   Along the width, each run of 4 outputs takes 6 multiplies per row tap
@@ -546,6 +636,11 @@ def winograd_conv3x3(x: jax.Array, kernel: jax.Array,
   numbers up to float rounding (relative error ~3e-6 in float32); meant
   for float32 forwards (inference): differentiable, but its backward pass
   would keep the transformed tiles.
+
+  ``epilogue(y, *operand_bands)``, if given, maps each band of the output
+  ([rows, W, F]) with the same band of each of ``operands`` ([B, H, W, *]
+  arrays) to the band of the result, while it is still in the cache (SPADE
+  modulates there: its gamma and beta never reach memory).
   """
   if kernel.shape[:2] != (3, 3):
     raise ValueError(f'winograd_conv3x3 needs a 3x3 kernel, got '
@@ -557,26 +652,37 @@ def winograd_conv3x3(x: jax.Array, kernel: jax.Array,
   rows = max(1, min(band_rows, h))
   bands = -(-h // rows)
   # Zero 'same' padding plus whatever completes the last tile and band.
-  xp = jnp.pad(x, ((0, 0), (1, bands * rows + 1 - h),
-                   (1, m * tiles + 1 - w), (0, 0)))
+  padded_hw = (bands * rows + 2, m * tiles + 2)
+  if isinstance(x, BandSource):
+    read = x.reader(*padded_hw)
+  else:
+    xp = jnp.pad(x, ((0, 0), (1, padded_hw[0] - 1 - h),
+                     (1, padded_hw[1] - 1 - w), (0, 0)))
+    read = lambda image, row, n_rows: jax.lax.dynamic_slice(
+        xp, (image, row, 0, 0), (1, n_rows) + xp.shape[2:])[0]
   # Transformed taps: [6, 3 * C, F], rows of the kernel joined along C.
   u = jnp.einsum('tj,ijcf->ticf', _WINOGRAD_G.astype(kernel.dtype), kernel)
   u = u.reshape(n, 3 * c, f)
+  operands = [jnp.pad(o, ((0, 0), (0, bands * rows - h), (0, m * tiles - w),
+                          (0, 0))) for o in operands]
 
   def band(index):  # Band index % bands of image index // bands.
-    xb = jax.lax.dynamic_slice(
-        xp, (index // bands, (index % bands) * rows, 0, 0),
-        (1, rows + 2) + xp.shape[2:])
+    image, row = index // bands, (index % bands) * rows
+    xb = read(image, row, rows + 2)
     taps = [jax.lax.slice_in_dim(xb, j, j + m * (tiles - 1) + 1, stride=m,
-                                 axis=2) for j in range(n)]
-    v = jnp.stack(_combine(_WINOGRAD_BT, taps))  # [6, 1, rows + 2, T, C]
-    v = jnp.concatenate([v[:, :, r:r + rows] for r in range(3)], axis=-1)
+                                 axis=1) for j in range(n)]
+    v = jnp.stack(_combine(_WINOGRAD_BT, taps))  # [6, rows + 2, T, C]
+    v = jnp.concatenate([v[:, r:r + rows] for r in range(3)], axis=-1)
     prod = jnp.matmul(v.reshape(n, rows * tiles, 3 * c), u)
     y = jnp.stack(_combine(_WINOGRAD_AT, list(prod)), axis=1)
-    return y.reshape(rows, m * tiles, f)
+    y = y.reshape(rows, m * tiles, f)
+    if epilogue is None:
+      return y
+    return epilogue(y, *[jax.lax.dynamic_slice(
+        o, (image, row, 0, 0), (1, rows) + o.shape[2:])[0] for o in operands])
 
-  y = jax.lax.map(band, jnp.arange(b * bands))  # [B * bands, rows, W', F]
-  y = y.reshape(b, bands * rows, m * tiles, f)
+  y = jax.lax.map(band, jnp.arange(b * bands))  # [B * bands, rows, W', F']
+  y = y.reshape((b, bands * rows, m * tiles) + y.shape[3:])
   return y[:, :h, :w]
 
 

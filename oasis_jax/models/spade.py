@@ -47,44 +47,84 @@ class SPADE(nn.Module):
     channels with kernel W_beta @ project, not a conv to C channels and a
     1x1 conv. Same numbers up to float rounding.
     """
-    normalized = layers.ParamFreeNorm(self.norm, name='norm')(
-        x, train=self.train)
+    mean, rstd = layers.ParamFreeNorm(self.norm, name='norm')(
+        x, train=self.train, stats_only=True)
+    normalize = lambda xx: ((xx.astype(jnp.float32) - mean) * rstd).astype(
+        xx.dtype)
     label, z = resize_condition(label, z, x.shape[1:3])
-    actv = nn.relu(layers.LabelConv(
+    shared = layers.LabelConv(
         self.hidden, self.num_classes, self.z_dim, mode=self.label_conv,
-        sequential=self.train, dtype=self.dtype, name='mlp_shared')(label, z))
+        sequential=self.train, dtype=self.dtype, name='mlp_shared')
     features = x.shape[-1]
     conv = lambda name: layers.Conv(features, 3, impl=self.conv_impl,
                                     dtype=self.dtype, name=name)
+    dtype = self.dtype or jnp.float32
+    out_features = features + (features if project is None
+                               else project.shape[-1])
+    if not self.train and layers.uses_winograd(
+        x.shape[:3] + (self.hidden,), out_features, dtype, self.conv_impl):
+      return self._winograd_eval(x, label, z, mean, rstd, shared, conv,
+                                 project)
+    actv = nn.relu(shared(label, z))
     if self.train:
       if project is not None:
         raise ValueError('SPADE(project=...) is for eval mode only.')
       gamma = conv('mlp_gamma')(actv, train=True)
       beta = conv('mlp_beta')(actv, train=True)
-      return normalized * (1 + gamma) + beta
+      return normalize(x) * (1 + gamma) + beta
     (kg, bg), (kb, bb) = [conv(name)(actv, train=False, params_only=True)
                           for name in ('mlp_gamma', 'mlp_beta')]
     if project is not None:
       kb = jnp.einsum('ijcf,fo->ijco', kb, project, precision='highest')
       bb = jnp.matmul(bb, project, precision='highest')
-    dtype = self.dtype or actv.dtype
     actv = actv.astype(dtype)
-    if layers.uses_winograd(actv.shape, kg.shape[-1] + kb.shape[-1], dtype,
-                            self.conv_impl):
-      # One Winograd conv for both: they share the input transforms.
-      both = layers.conv2d(actv, jnp.concatenate([kg, kb], -1).astype(dtype),
-                           self.conv_impl, inference=True)
-      both = both + jnp.concatenate([bg, bb]).astype(dtype)
-      gamma, beta = both[..., :features], both[..., features:]
-    else:
-      gamma, beta = [layers.conv2d(actv, kk.astype(dtype), self.conv_impl,
-                                   inference=True) + bias.astype(dtype)
-                     for kk, bias in ((kg, bg), (kb, bb))]
-    out = normalized * (1 + gamma)
+    gamma, beta = [layers.conv2d(actv, kk.astype(dtype), self.conv_impl,
+                                 inference=True) + bias.astype(dtype)
+                   for kk, bias in ((kg, bg), (kb, bb))]
+    out = normalize(x) * (1 + gamma)
     if project is not None:
       out = layers.conv2d(out, project[None, None].astype(dtype),
                           self.conv_impl)
     return out + beta
+
+  def _winograd_eval(self, x, label, z, mean, rstd, shared, conv, project):
+    """Eval mode as one Winograd conv of gamma and beta (they share its
+    input transforms) per band of rows, normalizing and modulating each
+    band while it is in the cache. With a gather LabelConv and z per image
+    (or none), the band's shared activations are gathered there too, so
+    neither they nor gamma and beta are ever stored (batch norm's
+    per-channel statistics apply to a band; instance norm's do not).
+    """
+    features = x.shape[-1]
+    dtype = self.dtype or jnp.float32
+    if (layers.resolve_label_conv_mode(self.label_conv) != 'dense'
+        and (z is None or z.ndim == 2)):
+      tables, bias = shared(label, z, tables_only=True)
+      actv = layers.label_conv_rows(tables, bias, label, nn.relu)
+    else:
+      actv = nn.relu(shared(label, z)).astype(dtype)
+    probe = jnp.zeros((1, 1, 1, self.hidden), dtype)  # Conv's in_features.
+    (kg, bg), (kb, bb) = [conv(name)(probe, train=False, params_only=True)
+                          for name in ('mlp_gamma', 'mlp_beta')]
+    if project is not None:
+      kb = jnp.einsum('ijcf,fo->ijco', kb, project, precision='highest')
+      bb = jnp.matmul(bb, project, precision='highest')
+      project = project.astype(dtype)
+    bias = jnp.concatenate([bg, bb]).astype(dtype)
+    normalize = lambda xx: ((xx.astype(jnp.float32) - mean) * rstd).astype(
+        xx.dtype)
+    per_band = mean.ndim == 1
+
+    def modulate(y, xb):
+      y = y + bias
+      out = (normalize(xb) if per_band else xb) * (1 + y[..., :features])
+      if project is not None:
+        out = jnp.matmul(out, project)  # The 1x1 shortcut conv.
+      return out + y[..., features:]
+
+    return layers.winograd_conv3x3(
+        actv, jnp.concatenate([kg, kb], -1).astype(dtype), epilogue=modulate,
+        operands=(x if per_band else normalize(x),))
 
 
 class SPADEResBlock(nn.Module):

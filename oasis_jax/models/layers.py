@@ -621,7 +621,7 @@ def label_conv_rows(tables: jax.Array, bias: jax.Array, label: jax.Array,
 
 def winograd_conv3x3(x: Union[jax.Array, BandSource], kernel: jax.Array,
                      band_rows: int = _WINOGRAD_BAND_ROWS,
-                     epilogue: Optional[Any] = None,
+                     epilogue: Optional[Callable[..., jax.Array]] = None,
                      operands: Sequence[jax.Array] = ()) -> jax.Array:
   """'same' stride-1 3x3 NHWC/HWIO convolution by 1D Winograd F(4, 3).
 
@@ -637,10 +637,13 @@ def winograd_conv3x3(x: Union[jax.Array, BandSource], kernel: jax.Array,
   for float32 forwards (inference): differentiable, but its backward pass
   would keep the transformed tiles.
 
-  ``epilogue(y, *operand_bands)``, if given, maps each band of the output
-  ([rows, W, F]) with the same band of each of ``operands`` ([B, H, W, *]
-  arrays) to the band of the result, while it is still in the cache (SPADE
-  modulates there: its gamma and beta never reach memory).
+  x may be a BandSource that makes each input band when it is needed
+  (SPADE's shared activations, see label_conv_rows). ``epilogue(y,
+  *operand_bands)``, if given, maps each band of the output ([rows, W', F],
+  W' = W rounded up to a multiple of 4) with the same band of each of
+  ``operands`` ([B, H, W, *] arrays) to the band of the result, while it
+  is still in the cache (SPADE normalizes and modulates there: its gamma
+  and beta never reach memory).
   """
   if kernel.shape[:2] != (3, 3):
     raise ValueError(f'winograd_conv3x3 needs a 3x3 kernel, got '

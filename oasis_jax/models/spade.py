@@ -159,7 +159,7 @@ class SPADEResBlock(nn.Module):
       shortcut = spade('norm_s')(x, label, z, project=kernel_s[0, 0])
     elif fin != fout:
       shortcut = conv(fout, 1, False, 'conv_s')(
-          spade('norm_s')(x, label, z), train=True)
+          spade('norm_s')(x, label, z), train=self.train)
     else:
       shortcut = x
     dx = conv(fmid, 3, True, 'conv_0')(

@@ -45,6 +45,17 @@ def compile_with_cost(jitted, *args):
   return compiled, compile_s, flops
 
 
+def lowered_flops(jitted, *args):
+  """XLA's FLOP estimate of the lowered (uncompiled) program, or None."""
+  try:
+    cost = jitted.lower(*args).cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0]
+    return float(cost.get('flops', 0.0)) or None
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 def print_table(rows: list[tuple[str, str]]) -> None:
   width = max(len(k) for k, _ in rows)
   for k, v in rows:

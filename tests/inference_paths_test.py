@@ -1,4 +1,4 @@
-"""Tests of the eval-mode fast paths: Winograd conv, fused SPADE, params_only."""
+"""Tests of the eval-mode fast paths: Winograd conv, fused SPADE, SN conv."""
 
 from unittest import mock
 
@@ -198,6 +198,23 @@ class UsesWinogradTest(parameterized.TestCase):
       got = layers.conv2d(x, k, 'cpu', inference=True)
     spy.assert_not_called()
     _assert_close(got, layers.conv2d(x, k, 'xla'))
+
+  @parameterized.named_parameters(
+      # Wide input, 512 pixels in the batch, few outputs: XLA's conv when
+      # only a forward is needed, the im2col matmul in training.
+      ('fwd_mid_batch', (2, 16, 16, 512), 8, True, False),
+      ('train_mid_batch', (2, 16, 16, 512), 8, False, True),
+      ('fwd_small_batch', (1, 16, 16, 512), 8, True, True),
+      ('fwd_wide_output', (2, 16, 16, 512), 1024, True, True))
+  def test_wide_input_im2col_choice(self, shape, features, inference,
+                                    im2col):
+    x = _normal(0, shape)
+    k = _normal(1, (3, 3, shape[-1], features)) * 0.05
+    with mock.patch.object(layers, '_im2col_conv',
+                           wraps=layers._im2col_conv) as spy:
+      got = layers.conv2d(x, k, 'cpu', inference=inference)
+    self.assertEqual(spy.called, im2col)
+    _assert_close(got, _xla_conv(x, k))
 
 
 def _w_mat(kernel):

@@ -428,6 +428,12 @@ _SMALL_MAP_PIXELS = 64
 _WIDE_INPUT = 512
 _WIDE_INPUT_PIXELS = 2048
 _BAND_PIXELS = 4096
+# A forward alone (inference) takes the wide-input matmul only for at most
+# this many pixels in the batch or this many output channels: [2, 16, 16,
+# 1024] -> 512 took 25 ms in XLA's conv, 38 ms as the matmul; -> 1024, 67 vs
+# 60 ms; [1, 16, 16, 1024] -> 512, 14.4 vs 13.4 ms.
+_WIDE_INPUT_FWD_PIXELS = 256
+_WIDE_INPUT_FWD_FEATURES = 1024
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -709,7 +715,7 @@ def _resolve_conv_impl(impl: str) -> str:
 
 
 def _conv(x: jax.Array, kernel: jax.Array, padding: Padding,
-          impl: str) -> jax.Array:
+          impl: str, inference: bool = False) -> jax.Array:
   """Stride-1 NHWC/HWIO convolution with explicit padding; see conv2d."""
   impl = _resolve_conv_impl(impl)
   if impl == 'xla':
@@ -721,8 +727,11 @@ def _conv(x: jax.Array, kernel: jax.Array, padding: Padding,
         b, h, w, f)
   ho = h + sum(padding[0]) - kh + 1
   wo = w + sum(padding[1]) - kw + 1
-  if ho * wo <= _SMALL_MAP_PIXELS or (c >= _WIDE_INPUT
-                                      and b * ho * wo <= _WIDE_INPUT_PIXELS):
+  wide = c >= _WIDE_INPUT and b * ho * wo <= _WIDE_INPUT_PIXELS
+  if wide and inference:  # Forward alone: XLA's conv wins in between.
+    wide = (b * ho * wo <= _WIDE_INPUT_FWD_PIXELS
+            or f >= _WIDE_INPUT_FWD_FEATURES)
+  if ho * wo <= _SMALL_MAP_PIXELS or wide:
     return _im2col_conv(x, kernel, padding)
   if b * ho * wo > _BAND_PIXELS:
     return _conv_banded_grad(x, kernel, padding)
@@ -749,7 +758,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto', *,
   if (inference and kernel.shape[:2] == (3, 3)
       and uses_winograd(x.shape, kernel.shape[-1], x.dtype, impl)):
     return winograd_conv3x3(x, kernel)
-  return _conv(x, kernel, _same_padding(*kernel.shape[:2]), impl)
+  return _conv(x, kernel, _same_padding(*kernel.shape[:2]), impl, inference)
 
 
 def upsample_conv2d(x: jax.Array, kernel: jax.Array,

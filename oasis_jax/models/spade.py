@@ -27,6 +27,8 @@ class SPADE(nn.Module):
 
   The shared conv (``hidden`` channels, ReLU) reads [z | one-hot]; gamma and
   beta are 3x3 convs to x's channels. No spectral norm (as officially).
+  In eval mode with conv_impl 'cpu' and float32, large maps take a fused
+  path (_winograd_eval); same numbers up to float rounding.
   """
   num_classes: int
   z_dim: int = 0
@@ -63,8 +65,8 @@ class SPADE(nn.Module):
                                else project.shape[-1])
     if not self.train and layers.uses_winograd(
         x.shape[:3] + (self.hidden,), out_features, dtype, self.conv_impl):
-      return self._winograd_eval(x, label, z, mean, rstd, shared, conv,
-                                 project)
+      return self._winograd_eval(x, label, z, normalize, mean.ndim == 1,
+                                 shared, conv, project)
     actv = nn.relu(shared(label, z))
     if self.train:
       if project is not None:
@@ -87,7 +89,8 @@ class SPADE(nn.Module):
                           self.conv_impl)
     return out + beta
 
-  def _winograd_eval(self, x, label, z, mean, rstd, shared, conv, project):
+  def _winograd_eval(self, x, label, z, normalize, per_band, shared, conv,
+                     project):
     """Eval mode as one Winograd conv of gamma and beta (they share its
     input transforms) per band of rows, normalizing and modulating each
     band while it is in the cache. With a gather LabelConv and z per image
@@ -111,9 +114,6 @@ class SPADE(nn.Module):
       bb = jnp.matmul(bb, project, precision='highest')
       project = project.astype(dtype)
     bias = jnp.concatenate([bg, bb]).astype(dtype)
-    normalize = lambda xx: ((xx.astype(jnp.float32) - mean) * rstd).astype(
-        xx.dtype)
-    per_band = mean.ndim == 1
 
     def modulate(y, xb):
       y = y + bias

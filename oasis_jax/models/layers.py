@@ -670,7 +670,8 @@ def winograd_conv3x3(x: Union[jax.Array, BandSource], kernel: jax.Array,
     read = lambda image, row, n_rows: jax.lax.dynamic_slice(
         xp, (image, row, 0, 0), (1, n_rows) + xp.shape[2:])[0]
   # Transformed taps: [6, 3 * C, F], rows of the kernel joined along C.
-  u = jnp.einsum('tj,ijcf->ticf', _WINOGRAD_G.astype(kernel.dtype), kernel)
+  u = jnp.einsum('tj,ijcf->ticf', _WINOGRAD_G.astype(kernel.dtype), kernel,
+                 precision='highest')
   u = u.reshape(n, 3 * c, f)
   operands = [jnp.pad(o, ((0, 0), (0, bands * rows - h), (0, m * tiles - w),
                           (0, 0))) for o in operands]

@@ -4,7 +4,7 @@ import json
 import resource
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import numpy as np
@@ -29,31 +29,28 @@ def time_compiled(fn: Callable[[], object], warmup: int, runs: int):
   return statistics.median(times), times
 
 
-def compile_with_cost(jitted, *args):
-  """AOT-compiles; returns (compiled, compile seconds, flops or None)."""
-  t0 = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  compile_s = time.perf_counter() - t0
-  flops = None
+def _flops(stage) -> Optional[float]:
+  """XLA's FLOP estimate of a Lowered or Compiled program, or None."""
   try:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0]
-    flops = float(cost.get('flops', 0.0)) or None
-  except Exception:  # pylint: disable=broad-except
-    pass
-  return compiled, compile_s, flops
-
-
-def lowered_flops(jitted, *args):
-  """XLA's FLOP estimate of the lowered (uncompiled) program, or None."""
-  try:
-    cost = jitted.lower(*args).cost_analysis()
+    cost = stage.cost_analysis()
     if isinstance(cost, (list, tuple)):
       cost = cost[0]
     return float(cost.get('flops', 0.0)) or None
   except Exception:  # pylint: disable=broad-except
     return None
+
+
+def compile_with_cost(jitted, *args):
+  """AOT-compiles; returns (compiled, compile seconds, flops or None)."""
+  t0 = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  return compiled, compile_s, _flops(compiled)
+
+
+def lowered_flops(jitted, *args) -> Optional[float]:
+  """XLA's FLOP estimate of the lowered (uncompiled) program, or None."""
+  return _flops(jitted.lower(*args))
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:

@@ -74,20 +74,21 @@ class SPADE(nn.Module):
       gamma = conv('mlp_gamma')(actv, train=True)
       beta = conv('mlp_beta')(actv, train=True)
       return normalize(x) * (1 + gamma) + beta
-    (kg, bg), (kb, bb) = [conv(name)(actv, train=False, params_only=True)
+    actv = actv.astype(dtype)
+    gamma, beta = [layers.conv2d(actv, kk.astype(dtype), self.conv_impl,
+                                 inference=True) + bias.astype(dtype)
+                   for kk, bias in self._eval_kernels(conv, project)]
+    return _modulate(normalize(x), gamma, beta, project, dtype)
+
+  def _eval_kernels(self, conv, project):
+    """(kernel, bias) of gamma and of beta, beta's folded into project."""
+    probe = jnp.zeros((1, 1, 1, self.hidden))  # Conv reads in_features.
+    (kg, bg), (kb, bb) = [conv(name)(probe, train=False, params_only=True)
                           for name in ('mlp_gamma', 'mlp_beta')]
     if project is not None:
       kb = jnp.einsum('ijcf,fo->ijco', kb, project, precision='highest')
       bb = jnp.matmul(bb, project, precision='highest')
-    actv = actv.astype(dtype)
-    gamma, beta = [layers.conv2d(actv, kk.astype(dtype), self.conv_impl,
-                                 inference=True) + bias.astype(dtype)
-                   for kk, bias in ((kg, bg), (kb, bb))]
-    out = normalize(x) * (1 + gamma)
-    if project is not None:
-      out = layers.conv2d(out, project[None, None].astype(dtype),
-                          self.conv_impl)
-    return out + beta
+    return (kg, bg), (kb, bb)
 
   def _winograd_eval(self, x, label, z, normalize, per_band, shared, conv,
                      project):
@@ -106,25 +107,26 @@ class SPADE(nn.Module):
       actv = layers.label_conv_rows(tables, bias, label, nn.relu)
     else:
       actv = nn.relu(shared(label, z)).astype(dtype)
-    probe = jnp.zeros((1, 1, 1, self.hidden), dtype)  # Conv's in_features.
-    (kg, bg), (kb, bb) = [conv(name)(probe, train=False, params_only=True)
-                          for name in ('mlp_gamma', 'mlp_beta')]
-    if project is not None:
-      kb = jnp.einsum('ijcf,fo->ijco', kb, project, precision='highest')
-      bb = jnp.matmul(bb, project, precision='highest')
-      project = project.astype(dtype)
+    (kg, bg), (kb, bb) = self._eval_kernels(conv, project)
     bias = jnp.concatenate([bg, bb]).astype(dtype)
 
     def modulate(y, xb):
       y = y + bias
-      out = (normalize(xb) if per_band else xb) * (1 + y[..., :features])
-      if project is not None:
-        out = jnp.matmul(out, project)  # The 1x1 shortcut conv.
-      return out + y[..., features:]
+      return _modulate(normalize(xb) if per_band else xb, y[..., :features],
+                       y[..., features:], project, dtype)
 
     return layers.winograd_conv3x3(
         actv, jnp.concatenate([kg, kb], -1).astype(dtype), epilogue=modulate,
         operands=(x if per_band else normalize(x),))
+
+
+def _modulate(normalized, gamma, beta, project, dtype):
+  """normalized * (1 + gamma) + beta, or (normalized * (1 + gamma)) @ project
+  + beta with beta already projected (see SPADE)."""
+  out = normalized * (1 + gamma)
+  if project is not None:
+    out = jnp.matmul(out, project.astype(dtype))  # The 1x1 shortcut conv.
+  return out + beta
 
 
 class SPADEResBlock(nn.Module):

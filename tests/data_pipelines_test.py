@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -495,15 +494,6 @@ class SyntheticTest(parameterized.TestCase):
     for i in range(10):
       seen |= set(np.unique(source[i]['label']).tolist())
     self.assertEqual(seen, {0, 1, 2})
-
-  def test_cheap(self):
-    source = synthetic.SyntheticSource(50, (64, 64), 6)
-    source[0]
-    start = time.perf_counter()
-    for i in range(50):
-      source[i]
-    # About 1 ms on a free core; generous for a shared machine.
-    self.assertLess((time.perf_counter() - start) / 50, 0.02)
 
 
 if __name__ == '__main__':

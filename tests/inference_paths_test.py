@@ -217,6 +217,43 @@ class UsesWinogradTest(parameterized.TestCase):
     _assert_close(got, _xla_conv(x, k))
 
 
+class Conv2dWithRowTest(parameterized.TestCase):
+  """conv2d_with_row = (conv2d, row @ kernel), the row inside the matmul
+  where the conv is one."""
+
+  @parameterized.named_parameters(
+      ('small_map_im2col', (2, 4, 3, 5), 3, 'cpu', True),
+      ('one_by_one', (2, 5, 4, 6), 1, 'cpu', False),
+      ('mid_map_xla_conv', (1, 20, 20, 3), 3, 'cpu', False),
+      ('xla_impl', (2, 4, 3, 5), 3, 'xla', False))
+  def test_matches_conv_and_matrix_product(self, shape, k, impl, in_matmul):
+    x = _normal(0, shape)
+    kernel = _normal(1, (k, k, shape[-1], 7))
+    row = _normal(2, (k * k * shape[-1],))
+    with mock.patch.object(layers, '_im2col_conv_forward',
+                           wraps=layers._im2col_conv_forward) as spy:
+      y, product = layers.conv2d_with_row(x, kernel, row, impl)
+    self.assertEqual(
+        any(c.args[3:] and c.args[3] is not None for c in spy.call_args_list),
+        in_matmul)
+    _assert_close(y, layers.conv2d(x, kernel, 'xla'))
+    want = np.asarray(row, np.float64) @ np.asarray(
+        kernel, np.float64).reshape(-1, 7)
+    np.testing.assert_allclose(product, want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
+
+  def test_winograd_conv_keeps_its_path(self):
+    x = _normal(0, (1, 8, 8, 4))
+    kernel = _normal(1, (3, 3, 4, 4))
+    row = _normal(2, (36,))
+    with _force_winograd(), mock.patch.object(
+        layers, 'winograd_conv3x3', wraps=layers.winograd_conv3x3) as spy:
+      y, product = layers.conv2d_with_row(x, kernel, row, 'cpu')
+    spy.assert_called_once()
+    _assert_close(y, layers.conv2d(x, kernel, 'xla'))
+    _assert_close(product, row @ kernel.reshape(-1, 4))
+
+
 def _w_mat(kernel):
   """[out, in*kh*kw] in PyTorch's OIHW order."""
   kernel = np.asarray(kernel, np.float64)
@@ -439,6 +476,25 @@ class SpadeEvalFastPathTest(parameterized.TestCase):
         conv_impl=impl)
     got, _, _ = self._compare(make, (x, label, None if z == 'none' else z_arr))
     self.assertEqual(got.shape, x.shape[:3] + (fout,))
+
+  @parameterized.named_parameters(('large_map', 4, 3, True),
+                                  ('small_map', 1, 1, False))
+  def test_resblock_folds_the_shortcut_only_where_it_pays(self, h, w, folds):
+    # fin=4 -> fout=2: the fold pays for more than 4 * 2 / 2 = 4 pixels.
+    x, label, z = self._inputs(b=2, h=h, w=w, c=4)
+    self.assertEqual(spade.folds_shortcut(x.shape, 2), folds)
+    make = lambda impl: spade.SPADEResBlock(
+        2, 5, 3, 6, 'batch', train=False, label_conv='gather',
+        conv_impl=impl)
+    v = _randomize(jax.jit(make('xla').clone(train=True).init)(
+        jax.random.PRNGKey(0), x, label, z), 0)
+    with mock.patch.object(spade, '_modulate', wraps=spade._modulate) as mod:
+      got = jax.jit(lambda v: make('cpu').apply(v, x, label, z))(v)
+    self.assertEqual(any(c.args[3] is not None for c in mod.call_args_list),
+                     folds)
+    want = jax.jit(lambda v: make('xla').apply(v, x, label, z))(v)
+    self.assertGreater(float(jnp.std(want)), 1e-2)
+    _assert_close(got, want, rtol=2e-5)
 
   def test_resblock_eval_mode_leaves_state_alone(self):
     x, label, z = self._inputs(c=4)

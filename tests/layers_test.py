@@ -127,19 +127,22 @@ class SpectralNormTest(parameterized.TestCase):
 class LabelConvTest(parameterized.TestCase):
   """The gather formulations equal a conv over the materialized one-hot."""
 
+  # A per-image z goes into per-image tables on maps of at least
+  # 3 * 3 * (7 + 1) = 72 pixels (hw 9x9), and is broadcast on smaller ones.
   @parameterized.product(mode=['gather', 'gather_matmul'],
-                         per_pixel_z=[False, True], sequential=[True, False])
+                         per_pixel_z=[False, True], sequential=[True, False],
+                         hw=[(6, 5), (9, 9)])
   def test_modes_agree_with_dense_conv_forward_and_gradient(
-      self, mode, per_pixel_z, sequential):
-    label = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 5), 0, 7)
+      self, mode, per_pixel_z, sequential, hw):
+    label = jax.random.randint(jax.random.PRNGKey(0), (2,) + hw, 0, 7)
     z = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
     if per_pixel_z:
-      z = jax.random.normal(jax.random.PRNGKey(2), (2, 6, 5, 3))
+      z = jax.random.normal(jax.random.PRNGKey(2), (2,) + hw + (3,))
     dense = layers.LabelConv(4, 7, 3, mode='dense')
     fast = layers.LabelConv(4, 7, 3, mode=mode, sequential=sequential)
     v = dense.init(jax.random.PRNGKey(3), label, z)
     v = jax.tree.map(lambda x: x + 0.1, v)  # Non-zero bias too.
-    g = jax.random.normal(jax.random.PRNGKey(4), (2, 6, 5, 4))
+    g = jax.random.normal(jax.random.PRNGKey(4), (2,) + hw + (4,))
     out = {}
     for name, m in (('dense', dense), ('fast', fast)):
       f = lambda p, m=m: jnp.sum(m.apply({'params': p}, label, z) * g)

@@ -86,6 +86,12 @@ def avg_pool2x(x: jax.Array) -> jax.Array:
   return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
+def _v_rows(v: jax.Array, k: int) -> jax.Array:
+  """Spectral norm's v from PyTorch's (in, kh, kw) order to the kernel's
+  (kh, kw, in) rows."""
+  return v.reshape(-1, k, k).transpose(1, 2, 0).reshape(-1)
+
+
 class Conv(nn.Module):
   """Conv2d (stride 1, 'same' zero padding), optionally spectral-normalized.
 
@@ -123,15 +129,21 @@ class Conv(nn.Module):
                         (k, k, in_features, self.features), jnp.float32)
     sigmas = None
     divide_output = False
+    stored_vectors = None
+    dtype = self.dtype or x.dtype
     if self.spectral_norm:
-      sigmas = self._sigmas(kernel, train)
       # Divide the smaller of kernel and output by sigma (a small map's
       # output, not a 1024 x 1024 x 3 x 3 kernel: 14 ms for its 38 MB).
       divide_output = (not params_only and self.groups == 1
                        and math.prod(x.shape[:3]) * (4 if self.upsample else 1)
                        < k * k * in_features)
-      if self.groups == 1 and not divide_output:
-        kernel = kernel / sigmas[0]
+      if (divide_output and not train and not self.upsample
+          and jnp.dtype(dtype) == jnp.float32):
+        stored_vectors = self._spectral_vectors(kernel)  # See below.
+      else:
+        sigmas = self._sigmas(kernel, train)
+        if self.groups == 1 and not divide_output:
+          kernel = kernel / sigmas[0]
     bias = None
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
@@ -140,7 +152,14 @@ class Conv(nn.Module):
       if self.groups != 1:
         raise ValueError('Conv(params_only=True) needs groups=1.')
       return kernel, bias
-    dtype = self.dtype or x.dtype
+    if stored_vectors is not None:
+      # Eval mode: sigma = u . (W v), W v one more row of the conv's matmul
+      # where the conv is one (conv2d_with_row): the kernel is read once.
+      u, v = stored_vectors
+      y, w_v = conv2d_with_row(x.astype(dtype), kernel, _v_rows(v, k),
+                               self.impl)
+      y = y / jnp.dot(u, w_v, precision='highest')
+      return y if bias is None else y + bias
     if self.upsample:
       conv = upsample_conv2d
     else:
@@ -165,21 +184,32 @@ class Conv(nn.Module):
       y = y + bias.astype(dtype)
     return y
 
+  def _spectral_variables(self, kernel: jax.Array):
+    k, n_in = self.kernel_size, kernel.shape[2]
+    u_var = self.variable('batch_stats', 'u', lambda: _unit_vector(
+        self.make_rng('params'), (self.features,)))
+    v_var = self.variable('batch_stats', 'v', lambda: _unit_vector(
+        self.make_rng('params'), (n_in * k * k,)))
+    return u_var, v_var
+
+  def _spectral_vectors(self, kernel: jax.Array):
+    """The stored (u, v), constants for autodiff."""
+    u_var, v_var = self._spectral_variables(kernel)
+    return (jax.lax.stop_gradient(u_var.value),
+            jax.lax.stop_gradient(v_var.value))
+
   def _sigmas(self, kernel: jax.Array, train: bool) -> jax.Array:
     """sigma of each group; advances (u, v) once per group in training."""
     k = self.kernel_size
     n_out, n_in = self.features, kernel.shape[2]
-    u_var = self.variable('batch_stats', 'u', lambda: _unit_vector(
-        self.make_rng('params'), (n_out,)))
-    v_var = self.variable('batch_stats', 'v', lambda: _unit_vector(
-        self.make_rng('params'), (n_in * k * k,)))
+    u_var, v_var = self._spectral_variables(kernel)
     # W is the [out, in*kh*kw] matrix in PyTorch's OIHW order. W v and
     # W^T u are products with the kernel as the [kh*kw*in, out] matrix it
     # already is, the small vector reordered (an einsum, or w_mat as a
     # transposed copy, took 17-35x as long for a 1024 x 1024 x 3 x 3 kernel).
     def w_v(kern, v):
-      v_hwi = v.reshape(n_in, k, k).transpose(1, 2, 0).reshape(1, -1)
-      return jnp.matmul(v_hwi, kern.reshape(-1, n_out), precision='highest')[0]
+      return jnp.matmul(_v_rows(v, k), kern.reshape(-1, n_out),
+                        precision='highest')
 
     def w_t_u(kern, u):
       wtu = jnp.matmul(kern.reshape(-1, n_out), u, precision='highest')
@@ -402,6 +432,10 @@ class LabelConv(nn.Module):
     init = bias
     if self.z_dim:
       kz = kernel[:, :, :self.z_dim].reshape(k * k, self.z_dim, f)
+      if z.ndim == 2 and not tables_only and h * w < k * k * (c + 1):
+        # A map smaller than a table: z per pixel costs less than a table
+        # per image (the generator's fc at 4x4: 11 MB of tables, 5 ms).
+        z = jnp.broadcast_to(z[:, None, None, :], (b, h, w, self.z_dim))
       if z.ndim == 2:
         tables = tables + jnp.einsum('bz,tzf->btf', z.astype(jnp.float32), kz,
                                      precision='highest')[:, :, None]
@@ -495,17 +529,23 @@ def _conv_banded_grad_bwd(padding, res, g):
 _conv_banded_grad.defvjp(_conv_banded_grad_fwd, _conv_banded_grad_bwd)
 
 
-def _im2col_conv_forward(x: jax.Array, kernel: jax.Array,
-                         padding: Padding) -> jax.Array:
+def _im2col_conv_forward(x: jax.Array, kernel: jax.Array, padding: Padding,
+                         extra_rows: Optional[jax.Array] = None):
+  """The conv as one matmul; with extra_rows [n, kh*kw*C] (in the columns'
+  (kh, kw, C) order) also their products with the kernel: (y, [n, F])."""
   kh, kw, c, f = kernel.shape
   xp = jnp.pad(x, ((0, 0),) + padding + ((0, 0),))
   b, hp, wp, _ = xp.shape
   h, w = hp - kh + 1, wp - kw + 1
   cols = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh)
                           for j in range(kw)], axis=-1)
-  y = jnp.matmul(cols.reshape(b * h * w, kh * kw * c),
-                 kernel.reshape(kh * kw * c, f))
-  return y.reshape(b, h, w, f)
+  cols = cols.reshape(b * h * w, kh * kw * c)
+  if extra_rows is not None:
+    cols = jnp.concatenate([cols, extra_rows.astype(cols.dtype)])
+  y = jnp.matmul(cols, kernel.reshape(kh * kw * c, f))
+  if extra_rows is None:
+    return y.reshape(b, h, w, f)
+  return y[:b * h * w].reshape(b, h, w, f), y[b * h * w:]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -715,17 +755,16 @@ def _resolve_conv_impl(impl: str) -> str:
   return impl
 
 
-def _conv(x: jax.Array, kernel: jax.Array, padding: Padding,
-          impl: str, inference: bool = False) -> jax.Array:
-  """Stride-1 NHWC/HWIO convolution with explicit padding; see conv2d."""
-  impl = _resolve_conv_impl(impl)
-  if impl == 'xla':
-    return _xla_conv(x, kernel, padding)
-  kh, kw, c, f = kernel.shape
-  b, h, w, _ = x.shape
+def _conv_formulation(x_shape: Sequence[int], kernel_shape: Sequence[int],
+                      padding: Padding, impl: str, inference: bool) -> str:
+  """Which formulation _conv takes: 'xla', 'matmul' (1x1), 'im2col' or
+  'banded' (XLA's forward, the kernel gradient in bands)."""
+  if _resolve_conv_impl(impl) == 'xla':
+    return 'xla'
+  kh, kw, c, f = kernel_shape
+  b, h, w, _ = x_shape
   if (kh, kw) == (1, 1) and padding == ((0, 0), (0, 0)):
-    return jnp.matmul(x.reshape(-1, c), kernel.reshape(c, f)).reshape(
-        b, h, w, f)
+    return 'matmul'
   ho = h + sum(padding[0]) - kh + 1
   wo = w + sum(padding[1]) - kw + 1
   wide = c >= _WIDE_INPUT and b * ho * wo <= _WIDE_INPUT_PIXELS
@@ -733,8 +772,23 @@ def _conv(x: jax.Array, kernel: jax.Array, padding: Padding,
     wide = (b * ho * wo <= _WIDE_INPUT_FWD_PIXELS
             or f >= _WIDE_INPUT_FWD_FEATURES)
   if ho * wo <= _SMALL_MAP_PIXELS or wide:
-    return _im2col_conv(x, kernel, padding)
+    return 'im2col'
   if b * ho * wo > _BAND_PIXELS:
+    return 'banded'
+  return 'xla'
+
+
+def _conv(x: jax.Array, kernel: jax.Array, padding: Padding,
+          impl: str, inference: bool = False) -> jax.Array:
+  """Stride-1 NHWC/HWIO convolution with explicit padding; see conv2d."""
+  form = _conv_formulation(x.shape, kernel.shape, padding, impl, inference)
+  if form == 'matmul':
+    kh, kw, c, f = kernel.shape
+    return jnp.matmul(x.reshape(-1, c), kernel.reshape(c, f)).reshape(
+        x.shape[:3] + (f,))
+  if form == 'im2col':
+    return _im2col_conv(x, kernel, padding)
+  if form == 'banded':
     return _conv_banded_grad(x, kernel, padding)
   return _xla_conv(x, kernel, padding)
 
@@ -760,6 +814,30 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto', *,
       and uses_winograd(x.shape, kernel.shape[-1], x.dtype, impl)):
     return winograd_conv3x3(x, kernel)
   return _conv(x, kernel, _same_padding(*kernel.shape[:2]), impl, inference)
+
+
+def conv2d_with_row(x: jax.Array, kernel: jax.Array, row: jax.Array,
+                    impl: str = 'auto') -> tuple[jax.Array, jax.Array]:
+  """(conv2d(x, kernel, impl, inference=True), row @ kernel), the kernel
+  read as the [kh*kw*in, out] matrix and row [kh*kw*in] in that order.
+
+  Where the conv is one matmul (small maps, 1x1), the row is one more row
+  of it, so a weight-bound conv reads its kernel once for both: eval-mode
+  spectral norm's W v (38 MB kernels at 4x4 and 8x8 in the generator).
+  """
+  kh, kw, c, f = kernel.shape
+  padding = _same_padding(kh, kw)
+  form = _conv_formulation(x.shape, kernel.shape, padding, impl, True)
+  winograd = (kh, kw) == (3, 3) and uses_winograd(x.shape, f, x.dtype, impl)
+  if form == 'im2col' and not winograd:
+    y, out = _im2col_conv_forward(x, kernel, padding, row[None])
+    return y, out[0]
+  if form == 'matmul':
+    y = jnp.matmul(jnp.concatenate([x.reshape(-1, c), row[None]]),
+                   kernel.reshape(c, f))
+    return y[:-1].reshape(x.shape[:3] + (f,)), y[-1]
+  return (conv2d(x, kernel, impl, inference=True),
+          jnp.matmul(row, kernel.reshape(-1, f), precision='highest'))
 
 
 def upsample_conv2d(x: jax.Array, kernel: jax.Array,

@@ -1,4 +1,5 @@
-"""trim_heap hands freed heap pages back to the OS."""
+"""host_memory: trim_heap hands freed heap pages back to the OS; the
+huge-page relaunch of the entry points."""
 
 import ctypes.util
 import os
@@ -36,7 +37,6 @@ class TrimHeapTest(absltest.TestCase):
     self.assertTrue(host_memory.trim_heap())
     self.assertGreater(before - _rss_kib(), 100_000)  # > 100 MB released.
     del keep
-
 
 
 class HugePageEnvironmentTest(absltest.TestCase):

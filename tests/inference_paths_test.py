@@ -264,6 +264,11 @@ def _np_normalize(x):
   return x / max(np.linalg.norm(x), 1e-12)
 
 
+# (name, x shape, features) on both sides of Conv's divide_output rule.
+_DIVIDE_OUTPUT_CASES = (('output_smaller_than_kernel', (1, 2, 2, 64), 32),
+                        ('output_larger_than_kernel', (2, 8, 8, 3), 4))
+
+
 class SpectralNormConvTest(parameterized.TestCase):
   """Conv(spectral_norm=True) by hand, on both sides of divide_output."""
 
@@ -283,9 +288,7 @@ class SpectralNormConvTest(parameterized.TestCase):
              'v': jnp.asarray(vv, jnp.float32)}
     return conv, x, {'params': params, 'batch_stats': stats}
 
-  @parameterized.named_parameters(
-      ('output_smaller_than_kernel', (1, 2, 2, 64), 32),
-      ('output_larger_than_kernel', (2, 8, 8, 3), 4))
+  @parameterized.named_parameters(*_DIVIDE_OUTPUT_CASES)
   def test_eval_equals_conv_with_normalized_kernel(self, x_shape, features):
     conv, x, v = self._setup(x_shape, features)
     kernel = v['params']['kernel']
@@ -304,9 +307,7 @@ class SpectralNormConvTest(parameterized.TestCase):
     _assert_close(k_sn, kernel / sigma, rtol=2e-6)
     np.testing.assert_array_equal(bias, v['params']['bias'])
 
-  @parameterized.named_parameters(
-      ('output_smaller_than_kernel', (1, 2, 2, 64), 32),
-      ('output_larger_than_kernel', (2, 8, 8, 3), 4))
+  @parameterized.named_parameters(*_DIVIDE_OUTPUT_CASES)
   def test_train_is_one_power_iteration(self, x_shape, features):
     conv, x, v = self._setup(x_shape, features)
     kernel = v['params']['kernel']

@@ -810,10 +810,19 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = 'auto', *,
   with 'cpu', float32 3x3 convs with >= 128 output channels on maps of
   >= 32x32 pixels run as winograd_conv3x3 (half the FLOPs).
   """
-  if (inference and kernel.shape[:2] == (3, 3)
-      and uses_winograd(x.shape, kernel.shape[-1], x.dtype, impl)):
+  if _conv2d_formulation(x, kernel, impl, inference) == 'winograd':
     return winograd_conv3x3(x, kernel)
   return _conv(x, kernel, _same_padding(*kernel.shape[:2]), impl, inference)
+
+
+def _conv2d_formulation(x: jax.Array, kernel: jax.Array, impl: str,
+                        inference: bool) -> str:
+  """Which formulation conv2d takes: 'winograd' or _conv_formulation's."""
+  if (inference and kernel.shape[:2] == (3, 3)
+      and uses_winograd(x.shape, kernel.shape[-1], x.dtype, impl)):
+    return 'winograd'
+  return _conv_formulation(x.shape, kernel.shape,
+                           _same_padding(*kernel.shape[:2]), impl, inference)
 
 
 def conv2d_with_row(x: jax.Array, kernel: jax.Array, row: jax.Array,
@@ -826,11 +835,9 @@ def conv2d_with_row(x: jax.Array, kernel: jax.Array, row: jax.Array,
   spectral norm's W v (38 MB kernels at 4x4 and 8x8 in the generator).
   """
   kh, kw, c, f = kernel.shape
-  padding = _same_padding(kh, kw)
-  form = _conv_formulation(x.shape, kernel.shape, padding, impl, True)
-  winograd = (kh, kw) == (3, 3) and uses_winograd(x.shape, f, x.dtype, impl)
-  if form == 'im2col' and not winograd:
-    y, out = _im2col_conv_forward(x, kernel, padding, row[None])
+  form = _conv2d_formulation(x, kernel, impl, inference=True)
+  if form == 'im2col':
+    y, out = _im2col_conv_forward(x, kernel, _same_padding(kh, kw), row[None])
     return y, out[0]
   if form == 'matmul':
     y = jnp.matmul(jnp.concatenate([x.reshape(-1, c), row[None]]),

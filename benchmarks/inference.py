@@ -22,7 +22,6 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from oasis_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -78,6 +77,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  host_memory.relaunch_with_huge_pages()  # As the entry points of oasis_jax.
   flags.mark_flags_as_required(['config'])
   app.run(main)

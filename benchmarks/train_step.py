@@ -73,6 +73,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  host_memory.relaunch_with_huge_pages()  # As the entry points of oasis_jax.
   flags.mark_flags_as_required(['config'])
   app.run(main)

@@ -23,7 +23,6 @@ from absl import flags
 
 from oasis_jax import evaluation
 from oasis_jax import fid
-from oasis_jax import host_memory
 
 # Folder mode ('fid').
 _REAL = flags.DEFINE_string(
@@ -117,6 +116,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  host_memory.relaunch_with_huge_pages()
   define_checkpoint_flags()
   app.run(main)

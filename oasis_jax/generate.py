@@ -30,7 +30,6 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
-from oasis_jax import host_memory
 from oasis_jax import inference
 from oasis_jax import logging_utils
 
@@ -331,6 +330,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
-  host_memory.relaunch_with_huge_pages()
   define_flags()
   app.run(main)

@@ -24,7 +24,6 @@ from ml_collections import config_flags
 
 import data_pipelines
 from oasis_jax import evaluation
-from oasis_jax import host_memory
 from oasis_jax import inception
 from oasis_jax import logging_utils
 from oasis_jax import sharding
@@ -139,7 +138,6 @@ def _unknown_key_message(error: Exception, argv: Sequence[str]) -> str:
 
 def run() -> None:
   """The command line entry point (flags parsed by absl)."""
-  host_memory.relaunch_with_huge_pages()
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main, flags_parser=parse_flags)
 

@@ -1,4 +1,4 @@
-"""ADE20K at 256x256: the official OASIS recipe (SPEC §5)."""
+"""ADE20K at 256x256: the official OASIS recipe (docs/recipes.md)."""
 
 from configs import default as default_lib
 from data_pipelines import ade20k

@@ -1,4 +1,4 @@
-"""Cityscapes at 256x512: the official OASIS recipe (SPEC §5)."""
+"""Cityscapes at 256x512: the official OASIS recipe (docs/recipes.md)."""
 
 from configs import default as default_lib
 from data_pipelines import cityscapes

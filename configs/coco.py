@@ -1,4 +1,4 @@
-"""COCO-Stuff at 256x256: the official OASIS recipe (SPEC §5)."""
+"""COCO-Stuff at 256x256: the official OASIS recipe (docs/recipes.md)."""
 
 from configs import default as default_lib
 from data_pipelines import coco_stuff

@@ -11,7 +11,7 @@ def get_config():
   config.data = data = ml_collections.ConfigDict()
   # One of: 'synthetic', 'ade20k', 'cityscapes', 'coco_stuff', 'folder'.
   data.name = 'ade20k'
-  data.root = ''  # Prepared data set folder (the layout of SPEC §1).
+  data.root = ''  # Prepared data set folder (layouts: docs/labels.md).
   data.num_classes = 151  # semantic_nc: one-hot channels, don't-care included.
   data.dontcare_id = 0  # Class id ignored by class balancing / mIoU; -1: none.
   data.image_size = 256  # Width in pixels (the official crop size).

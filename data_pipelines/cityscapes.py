@@ -10,7 +10,7 @@ from data_pipelines import core
 
 NAME = 'cityscapes'
 NUM_CLASSES = 35
-# The official recipe's config.data values (SPEC §1).
+# The official recipe's config.data values (docs/labels.md).
 RECIPE = dict(num_classes=NUM_CLASSES, dontcare_id=0, image_size=512,
               aspect_ratio=2.0, load_size=512, random_crop=False,
               random_flip=True)

@@ -11,7 +11,7 @@ from data_pipelines import core
 
 NAME = 'coco_stuff'
 NUM_CLASSES = 183
-# The official recipe's config.data values (SPEC §1).
+# The official recipe's config.data values (docs/labels.md).
 RECIPE = dict(num_classes=NUM_CLASSES, dontcare_id=0, image_size=256,
               aspect_ratio=1.0, load_size=286, random_crop=True,
               random_flip=True)

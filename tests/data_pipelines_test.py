@@ -20,7 +20,7 @@ FOLDER_DATASETS = ('ade20k', 'coco_stuff', 'cityscapes', 'folder')
 
 
 def _expected_ids(name: str, raw: np.ndarray) -> np.ndarray:
-  """The label convention of SPEC §1, written out independently."""
+  """The label conventions of docs/labels.md, written out independently."""
   raw = raw.astype(np.int64)
   if name == 'coco_stuff':
     return np.where(raw == 255, 0, raw + 1)

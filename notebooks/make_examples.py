@@ -1,4 +1,4 @@
-"""Writes the bundled example label maps notebooks/examples/*.png (run once).
+"""Writes the bundled example label maps oasis_jax/examples/*.png (run once).
 
 Three 64x64 8-bit label maps of class ids 0..5, chosen to read as scenes with
 ADE20K's first classes (0 unlabeled, 1 wall, 2 building, 3 sky, 4 floor,
@@ -61,7 +61,8 @@ EXAMPLES = {'street': street, 'room': room, 'landscape': landscape}
 
 
 def main() -> None:
-  out = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'examples')
+  out = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__))), 'oasis_jax', 'examples')
   os.makedirs(out, exist_ok=True)
   for name, make in EXAMPLES.items():
     Image.fromarray(make()).save(os.path.join(out, f'{name}.png'),

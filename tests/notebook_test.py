@@ -1,8 +1,11 @@
 """notebooks/oasis_inference.ipynb runs from top to bottom (nbclient, CPU)."""
 
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -20,10 +23,87 @@ nbformat = pytest.importorskip('nbformat', reason='pip install nbformat')
 _NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'notebooks')
 _NOTEBOOK = os.path.join(_NOTEBOOKS, 'oasis_inference.ipynb')
-_EXAMPLES = os.path.join(_NOTEBOOKS, 'examples')
+_EXAMPLES = os.path.join(os.path.dirname(_NOTEBOOKS), 'oasis_jax',
+                         'examples')
 
 
 tiny_config = tiny64_lib.get_config
+
+
+def _install_functions():
+  """find_oasis_jax and install_oasis_jax, defined by the install cell."""
+  notebook = nbformat.read(_NOTEBOOK, as_version=4)
+  source = next(c.source for c in notebook.cells
+                if 'def install_oasis_jax' in c.source)
+  namespace = {}
+  exec(source[:source.index("print('oasis_jax:'")], namespace)  # pylint: disable=exec-used
+  return namespace['find_oasis_jax'], namespace['install_oasis_jax']
+
+
+class InstallCellTest(parameterized.TestCase):
+  """The install cell's choice of source, on a fresh runtime's folders."""
+
+  def setUp(self):
+    super().setUp()
+    self.find, self.install = _install_functions()
+    self.folder = self.create_tempdir().full_path
+    cwd = os.getcwd()
+    os.chdir(self.folder)
+    self.addCleanup(os.chdir, cwd)
+
+  def _touch(self, *parts):
+    path = os.path.join(self.folder, *parts)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, 'w').close()
+    return path
+
+  def test_source_variable_wins(self):
+    self._touch('oasis_jax', 'main.py')
+    self.assertEqual(self.find('git+https://host/o/oasis-jax.git'),
+                     ('pip', 'git+https://host/o/oasis-jax.git'))
+
+  def test_checkout_around_the_notebook(self):
+    self._touch('oasis-jax', 'oasis_jax', 'main.py')  # A clone beside it.
+    self.assertEqual(self.find('', folders=('.', 'oasis-jax')),
+                     ('checkout', os.path.join(self.folder, 'oasis-jax')))
+
+  @parameterized.parameters('oasis_jax-0.1.0-py3-none-any.whl',
+                            'oasis_jax-0.1.0.tar.gz', 'oasis-jax-main.zip')
+  def test_uploaded_package_or_repository_zip(self, name):
+    path = self._touch(name)
+    self.assertEqual(self.find('', folders=('.',)), ('pip', path))
+
+  def test_no_source_is_one_clear_line_or_the_installed_package(self):
+    # Installed here (the test's own environment): nothing to do.
+    self.assertEqual(self.find('', folders=('.',)), ('installed', None))
+    with mock.patch.object(importlib.util, 'find_spec', return_value=None):
+      with self.assertRaisesRegex(RuntimeError, 'OASIS_JAX_SOURCE') as cm:
+        self.find('', folders=('.',))
+    self.assertNotIn('\n', str(cm.exception))
+
+  def test_install_runs_pip_only_where_needed(self):
+    calls = []
+    self.assertEqual(self.install('/wheels/oasis_jax.whl', run=calls.append),
+                     'pip')
+    self.assertEqual(calls[-1][-1], '/wheels/oasis_jax.whl')
+    self.assertEqual(calls[-1][1:4], ['-m', 'pip', 'install'])
+    # A checkout whose dependencies are installed: sys.path only.
+    checkout = os.path.dirname(os.path.dirname(
+        self._touch('oasis_jax', 'main.py')))
+    calls.clear()
+    with mock.patch.object(sys, 'path', list(sys.path)):
+      self.assertEqual(self.install('', run=calls.append), 'checkout')
+      self.assertEqual(sys.path[0], checkout)
+    self.assertEqual(calls, [])
+    # A fresh runtime (no flax): the checkout is pip-installed, editable.
+    real_find_spec = importlib.util.find_spec
+    with mock.patch.object(
+        importlib.util, 'find_spec',
+        lambda name: None if name == 'flax' else real_find_spec(name)), \
+        mock.patch.object(sys, 'path', list(sys.path)):
+      self.install('', run=calls.append)
+    self.assertEqual(calls, [[sys.executable, '-m', 'pip', 'install', '-q',
+                              '-e', checkout]])
 
 
 class NotebookTest(parameterized.TestCase):

@@ -26,14 +26,15 @@ import jax
 import data_pipelines
 from data_pipelines import core
 from data_pipelines import transforms
+from oasis_jax import geometry
 
 _READ_THREADS = 2  # Batches prepared in parallel per process / worker.
 _PREFETCH_BATCHES = 2  # Batches buffered ahead per process / worker.
 
 
 def image_hw(config) -> tuple[int, int]:
-  """(H, W) of the network input: (round(image_size / aspect_ratio), size)."""
-  return core.image_hw(config.data)
+  """(H, W) of the network input (the rule of geometry.image_hw)."""
+  return geometry.image_hw(config.data)
 
 
 def num_examples(config, split: str) -> int:
@@ -68,7 +69,7 @@ def _load_hw(config) -> Optional[tuple[int, int]]:
   data = config.data
   if data.name == 'synthetic' or not data.random_crop:
     return None
-  return (int(round(data.load_size / float(data.aspect_ratio))),
+  return (geometry.image_height(data.load_size, data.aspect_ratio),
           int(data.load_size))
 
 

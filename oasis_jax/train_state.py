@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from oasis_jax import geometry
 from oasis_jax import models
 
 
@@ -36,9 +37,8 @@ class TrainState(struct.PyTreeNode):
 
 
 def image_hw(config) -> tuple[int, int]:
-  """(H, W) of the images: W = data.image_size, H = W / data.aspect_ratio."""
-  w = config.data.image_size
-  return int(w / config.data.aspect_ratio), w
+  """(H, W) of the images (the rule of geometry.image_hw)."""
+  return geometry.image_hw(config.data)
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,6 +92,12 @@ def create_train_state(config, rng: jax.Array) -> TrainState:
       generator=NetState(g_params, g_stats, g_tx.init(g_params)),
       discriminator=NetState(d_params, d_stats, d_tx.init(d_params)),
       ema=ema, g_tx=g_tx, d_tx=d_tx)
+
+
+def abstract_train_state(config) -> TrainState:
+  """The train state's shapes and dtypes, without computing anything."""
+  return jax.eval_shape(functools.partial(create_train_state, config),
+                        jax.random.PRNGKey(config.seed))
 
 
 def ema_update(ema, generator: NetState, decay: float):

@@ -15,7 +15,7 @@ from configs import default as default_lib
 from configs import tiny64 as tiny64_lib
 from oasis_jax import convert_torch
 from oasis_jax import inference
-from oasis_jax import inference_checkpoint
+from oasis_jax import checkpointing
 from oasis_jax import steps
 
 _PARITY = (pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' /
@@ -184,7 +184,7 @@ class SynthesizerTest(parameterized.TestCase):
       self.synth.resample_region(make_labels(), self.synth.noise(0, 3), 'sky')
 
   def test_inference_checkpoint_round_trip(self):
-    path = inference_checkpoint.save(
+    path = checkpointing.save_inference(
         self.create_tempdir().full_path + '/ckpt', tiny_config(),
         _variables(), source='unit test')
     loaded = inference.Synthesizer.load(path)
@@ -247,7 +247,7 @@ class OfficialWeightsTest(parameterized.TestCase):
       label, z = f['label_int'][:, 0].astype(np.int32), f['z']
     converted = convert_torch.convert_official(
         config, str(_PARITY / 'G_step.npz'), ema=str(_PARITY / 'EMA_step.npz'))
-    path = inference_checkpoint.save(
+    path = checkpointing.save_inference(
         self.create_tempdir().full_path + '/ckpt', config, converted['ema'])
     direct = inference.Synthesizer.from_official(
         config, ema=str(_PARITY / 'EMA_step.npz'))

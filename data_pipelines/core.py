@@ -2,9 +2,10 @@
 
 A data set on disk is a `Layout` (where the images and label maps of a split
 live and how their file names pair up) plus a label convention (how a label
-PNG value becomes a class id, decoded by `label_maps`). `FolderDataset` lists the pairs of a split and
-`ExampleDecoder` turns the bytes of one pair into a uint8 RGB image and int32
-class ids, raising `DataError` with the file name for anything wrong.
+PNG value becomes a class id; `label_maps` decodes it). `FolderDataset` lists
+the pairs of a split and `ExampleDecoder` turns the bytes of one pair into a
+uint8 RGB image and int32 class ids, raising `DataError` with the file name
+for anything wrong.
 
 Everything here is numpy and Pillow only (no JAX, no TFDS), so that Grain
 worker processes stay light.
@@ -16,7 +17,6 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 from etils import epath
 import numpy as np
-from PIL import Image
 
 from data_pipelines import errors
 from data_pipelines import label_maps

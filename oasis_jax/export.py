@@ -49,8 +49,9 @@ def export(workdir: str, out_dir: str, *, step: Union[str, int] = 'latest',
       workdir, step, config=config, refresh_batches=refresh_batches)
   discriminator = None
   if with_discriminator:
-    directory, found = inference.find_checkpoint(workdir, info['step'])
-    discriminator = inference.restore_discriminator(directory, found, config)
+    directory, found = checkpointing.find_checkpoint(workdir, info['step'])
+    discriminator = checkpointing.restore_discriminator(directory, found,
+                                                        config)
   path = checkpointing.save_inference(
       out_dir, config, variables, discriminator=discriminator,
       generator_kind=info['kind'], source=info['source'])
@@ -80,7 +81,7 @@ def main(argv: Sequence[str]) -> None:
   if not f.workdir or not f.out:
     raise app.UsageError('--workdir and --out are required.')
   logging_utils.quiet_library_logs()
-  config = inference.read_workdir_config(f.workdir)
+  config = checkpointing.read_workdir_config(f.workdir)
   if f.data_root:
     config.data.root = f.data_root
   refresh = f.refresh_batches if f.refresh_batches >= 0 else None

@@ -6,9 +6,10 @@
 
 Reads label PNGs (a folder's *.png, or comma-separated files) with the policy
 of `data_pipelines.label_maps` (as in training): 8-bit or 16-bit class ids, or
-RGB colours of the model's palette (the data set's, see palettes.py). Every file is checked before anything is generated; a class id
-outside the model's range is an error naming the file. Label maps of another
-size are resized (nearest) to the model's size.
+RGB colours of the model's palette (the data set's, see palettes.py). Every
+file is checked before anything is generated; a class id outside the model's
+range is an error naming the file. Label maps of another size are resized
+(nearest) to the model's size.
 
 Writes, for each label file `<stem>.png`:
   OUT/<stem>_<k>.png        sample k = 0..K-1 (noise: seed, the stem, k)

@@ -24,7 +24,6 @@ import grain
 import jax
 
 import data_pipelines
-from data_pipelines import core
 from data_pipelines import transforms
 from oasis_jax import geometry
 
@@ -182,3 +181,10 @@ def create_eval_iterator(config, *, split: str = 'val',
       transforms.PaddedShardExample(source, image_hw(config), index, count,
                                     total))
   return _to_iterator(dataset.batch(batch), int(config.data.num_workers))
+
+
+def close_iterator(data_iter) -> None:
+  """Stops an iterator's worker processes, if it has any."""
+  close = getattr(data_iter, 'close', None)
+  if close is not None:
+    close()

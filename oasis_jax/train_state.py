@@ -7,6 +7,7 @@ import flax
 from flax import struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from oasis_jax import geometry
@@ -67,6 +68,38 @@ def init_variables(config, rng: jax.Array):
   d_vars = models.make_discriminator(config).init(
       d_rng, jnp.zeros((1, h, w, 3), jnp.float32), train=False)
   return _split(g_vars), _split(d_vars)
+
+
+def random_generator_variables(config, seed: int = 0, gain: float = 1.0):
+  """An untrained generator's variables, drawn with numpy (nothing compiled).
+
+  For tests and demos without a checkpoint: Xavier-normal kernels times
+  `gain` (the official init uses 0.02), zero biases, random unit
+  spectral-norm vectors, BN statistics mean 0, variance 1.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...} of numpy arrays.
+  """
+  (params, stats), _ = jax.eval_shape(
+      lambda: init_variables(config, jax.random.PRNGKey(0)))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    shape = leaf.shape
+    if name == 'kernel':
+      kh, kw, cin, cout = shape
+      std = gain * np.sqrt(2.0 / (kh * kw * (cin + cout)))
+      return (std * rng.standard_normal(shape)).astype(np.float32)
+    if name in ('u', 'v'):
+      x = rng.standard_normal(shape)
+      return (x / np.linalg.norm(x)).astype(np.float32)
+    if name == 'var':
+      return np.ones(shape, np.float32)
+    return np.zeros(shape, np.float32)  # bias, mean
+
+  return {'params': jax.tree_util.tree_map_with_path(fill, params),
+          'batch_stats': jax.tree_util.tree_map_with_path(fill, stats)}
 
 
 def _split(variables):

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 
 from configs import default as default_lib
-from oasis_jax import convert_torch
 from oasis_jax import checkpointing
+from oasis_jax import convert_torch
 from oasis_jax import train_state
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]

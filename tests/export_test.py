@@ -12,9 +12,10 @@ import jax
 import numpy as np
 
 from configs import tiny64 as tiny64_lib
+from oasis_jax import checkpointing
+from oasis_jax import ema_refresh
 from oasis_jax import export
 from oasis_jax import inference
-from oasis_jax import checkpointing
 from oasis_jax import train
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,7 +87,7 @@ class ExportTest(parameterized.TestCase):
     var = got['body_0']['norm_0']['norm']['var']
     self.assertTrue(np.all(var != 1.0))
     # ... exactly as training refreshes them before it samples.
-    want = inference.refresh_statistics(tiny_config(), ema, _STEP)
+    want = ema_refresh.refresh_statistics(tiny_config(), ema, _STEP)
     self.assertTrue(_leaves_equal(got, want['batch_stats']))
     # The generator alone, not the whole training state.
     state_bytes = _dir_bytes(os.path.join(self.workdir, 'checkpoints',

@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from configs import tiny64 as tiny64_lib
+from oasis_jax import checkpointing
 from oasis_jax import generate
 from oasis_jax import inference
-from oasis_jax import checkpointing
 from oasis_jax import palette_data
 from oasis_jax import palettes
 

@@ -11,8 +11,8 @@ from PIL import Image
 import pytest
 
 from configs import tiny64 as tiny64_lib
-from oasis_jax import inference
 from oasis_jax import checkpointing
+from oasis_jax import inference
 
 nbclient = pytest.importorskip('nbclient', reason='pip install nbclient')
 nbformat = pytest.importorskip('nbformat', reason='pip install nbformat')

@@ -4,14 +4,15 @@ The official checkpoints (``*_G.pth``, ``*_D.pth``, ``*_EMA.pth``) are
 ``state_dict()``s: conv weights OIHW, spectral-norm layers as ``weight_orig``
 with ``weight_u`` / ``weight_v``, BN running statistics under
 ``norm_k.first_norm``. They map to our NHWC/HWIO variables
-``{'params': ..., 'batch_stats': ...}`` and back, exactly (``num_batches_tracked``,
-which the official code never increments, is dropped on import and written
-as 0 on export).
+``{'params': ..., 'batch_stats': ...}`` and back, exactly
+(``num_batches_tracked``, which the official code never increments, is
+dropped on import and written as 0 on export). Files are read by
+``weights.read_state_dict``.
 
 CLI:
   python -m oasis_jax.convert_torch --config=configs/ade20k.py \
       --generator=G.pth [--ema=EMA.pth] [--discriminator=D.pth] --out=DIR
-writes an inference checkpoint (see ``save_converted`` and the README).
+writes an inference checkpoint (``checkpointing.save_inference``).
 """
 
 import re

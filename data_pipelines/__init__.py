@@ -20,6 +20,7 @@ from data_pipelines import coco_stuff
 from data_pipelines import core
 from data_pipelines import folder
 from data_pipelines import synthetic
+from oasis_jax import geometry
 
 DataError = core.DataError
 SPLITS = ('train', 'val')
@@ -168,7 +169,7 @@ def make_source(data_config, split: str, *, allow_build: bool = True):
       raise DataError(f'config.data.synthetic_num_examples={n}; it must be '
                       'positive.')
     return synthetic.SyntheticSource(
-        n, core.image_hw(data_config), int(data_config.num_classes),
+        n, geometry.image_hw(data_config), int(data_config.num_classes),
         int(data_config.dontcare_id), int(data_config.synthetic_seed), split)
   dataset = get_dataset(data_config)
   if data_config.source == 'folder':

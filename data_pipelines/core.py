@@ -2,24 +2,24 @@
 
 A data set on disk is a `Layout` (where the images and label maps of a split
 live and how their file names pair up) plus a label convention (how a label
-PNG value becomes a class id). `FolderDataset` lists the pairs of a split and
-`ExampleDecoder` turns the bytes of one pair into a uint8 RGB image and int32
-class ids, raising `DataError` with the file name for anything wrong.
+PNG value becomes a class id; `label_maps` decodes it). `FolderDataset` lists
+the pairs of a split and `ExampleDecoder` turns the bytes of one pair into a
+uint8 RGB image and int32 class ids, raising `DataError` with the file name
+for anything wrong.
 
 Everything here is numpy and Pillow only (no JAX, no TFDS), so that Grain
 worker processes stay light.
 """
 
 import dataclasses
-import io
-import json
 import os
 from typing import Callable, NamedTuple, Optional, Sequence
-import warnings
 
 from etils import epath
 import numpy as np
-from PIL import Image
+
+from data_pipelines import errors
+from data_pipelines import label_maps
 
 # Pillow modes of 16-bit (or wider) single-channel images.
 _WIDE_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
@@ -27,31 +27,13 @@ _WIDE_MODES = ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F')
 _MAX_LISTED = 10
 
 
-class DataError(ValueError):
-  """A problem with the data; the message names the file and the problem.
-
-  Attributes:
-    file: the file (or folder) at fault, when there is one.
-  """
-
-  def __init__(self, message: str, file: Optional[str] = None):
-    super().__init__(message)
-    self.file = file
-
-  def __reduce__(self):  # Keeps `file` through pickling (Grain workers).
-    return type(self), (str(self), self.file)
+DataError = errors.DataError
 
 
 class Problem(NamedTuple):
   """One problem found in a data set: the file and the full message."""
   file: str
   message: str
-
-
-def image_hw(data_config) -> tuple[int, int]:
-  """(H, W) of the network input: (round(image_size / aspect), image_size)."""
-  width = int(data_config.image_size)
-  return int(round(width / float(data_config.aspect_ratio))), width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,63 +206,6 @@ def list_pairs(layout: Layout, root: str, split: str,
   return pairs
 
 
-def load_palette(path: str, num_classes: int) -> np.ndarray:
-  """Reads a JSON list of [r, g, b] per class id -> uint8 [n, 3].
-
-  Raises:
-    DataError: naming the file, when it is unreadable, malformed, lists more
-      colours than classes, or repeats a colour.
-  """
-  try:
-    entries = json.loads(epath.Path(path).read_text())
-  except (OSError, ValueError) as e:
-    raise DataError(f'{path}: cannot read the palette ({e}).', file=path) from e
-  try:
-    palette = np.asarray(entries, dtype=np.int64)
-  except (TypeError, ValueError):
-    palette = None
-  if (palette is None or palette.ndim != 2 or palette.shape[1] != 3 or
-      palette.min(initial=0) < 0 or palette.max(initial=0) > 255):
-    raise DataError(f'{path}: a palette is a JSON list of [r, g, b] (0..255) '
-                    'per class id.', file=path)
-  if len(palette) > num_classes:
-    raise DataError(f'{path}: {len(palette)} colours for num_classes='
-                    f'{num_classes}.', file=path)
-  codes = _rgb_codes(palette[None])[0]
-  uniq, counts = np.unique(codes, return_counts=True)
-  if (counts > 1).any():
-    twice = [tuple(int(v) for v in palette[codes == c][0])
-             for c in uniq[counts > 1]]
-    raise DataError(f'{path}: colours used by more than one class id: '
-                    f'{twice[:_MAX_LISTED]}.', file=path)
-  return palette.astype(np.uint8)
-
-
-def _rgb_codes(rgb: np.ndarray) -> np.ndarray:
-  """[..., 3] integer colours -> [...] int32 codes r << 16 | g << 8 | b."""
-  rgb = rgb.astype(np.int32)
-  return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
-
-def _open(data: bytes, path: str, what: str) -> Image.Image:
-  """Decodes `data` fully with Pillow; `DataError` naming `path` if it fails."""
-  if not data:
-    raise DataError(f'{path}: empty {what} file (0 bytes).', file=path)
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore')
-      img = Image.open(io.BytesIO(data))
-      img.load()
-  except Image.UnidentifiedImageError as e:
-    raise DataError(f'{path}: unreadable or truncated {what} file (Pillow '
-                    f'cannot identify it; {len(data)} bytes).',
-                    file=path) from e
-  except Exception as e:  # pylint: disable=broad-except
-    raise DataError(f'{path}: unreadable or truncated {what} file '
-                    f'({type(e).__name__}: {e}).', file=path) from e
-  return img
-
-
 def read_bytes(path: str) -> bytes:
   """The bytes of a file; `DataError` naming it if it cannot be read."""
   try:
@@ -309,15 +234,12 @@ class ExampleDecoder:
     self.remap = remap
     self.palette = palette
     self.palette_file = palette_file
-    if palette is not None:
-      codes = _rgb_codes(palette)
-      order = np.argsort(codes)
-      self._codes = codes[order]
-      self._ids = order.astype(np.int32)
+    self._matcher = (None if palette is None else
+                     label_maps.PaletteMatcher(palette, palette_file))
 
   def decode_image(self, data: bytes, path: str) -> np.ndarray:
     """Image bytes -> uint8 [H, W, 3] (grey, palette, RGBA, CMYK converted)."""
-    img = _open(data, path, 'image')
+    img = label_maps.open_image(data, path, 'image')
     try:
       if img.mode in _WIDE_MODES:
         arr = np.asarray(img)
@@ -335,75 +257,26 @@ class ExampleDecoder:
                       f'to RGB ({e}).', file=path) from e
 
   def decode_label(self, data: bytes, path: str) -> np.ndarray:
-    """Label PNG bytes -> int32 [H, W] class ids after the convention.
+    """Label PNG bytes -> int32 [H, W] class ids (label_maps.decode_label).
 
     Ids are not checked against num_classes here; see `check_ids`.
     """
-    img = _open(data, path, 'label')
-    mode = img.mode
-    if mode in _WIDE_MODES:
-      raise DataError(f'{path}: 16-bit label image (Pillow mode {mode}); '
-                      'label maps must be 8-bit PNGs (one class id per pixel'
-                      ', or colours with config.data.palette).', file=path)
-    if self.palette is not None:
-      rgb = np.asarray(img.convert('RGB'))
-      return self._colours_to_ids(rgb, path)
-    if mode in ('L', 'P'):
-      raw = np.asarray(img)
-    elif mode == '1':
-      raw = np.asarray(img, dtype=np.uint8)
-    elif mode in ('LA', 'PA'):
-      raw = np.asarray(img)[..., 0]
-    elif mode in ('RGB', 'RGBA'):
-      rgb = np.asarray(img)[..., :3]
-      if not ((rgb[..., 0] == rgb[..., 1]).all() and
-              (rgb[..., 1] == rgb[..., 2]).all()):
-        raise DataError(f'{path}: colour-coded label (mode {mode}) but no '
-                        'palette; set config.data.palette to a JSON list of '
-                        '[r, g, b] per class id, or save labels as 8-bit '
-                        'single-channel PNGs of class ids.', file=path)
-      raw = rgb[..., 0]
-    else:
-      raise DataError(f'{path}: unsupported label image mode {mode}.',
-                      file=path)
-    raw = raw.astype(np.int32)
-    return raw if self.remap is None else self.remap(raw)
-
-  def _colours_to_ids(self, rgb: np.ndarray, path: str) -> np.ndarray:
-    codes = _rgb_codes(rgb)
-    pos = np.searchsorted(self._codes, codes)
-    pos = np.minimum(pos, len(self._codes) - 1)
-    ok = self._codes[pos] == codes
-    if not ok.all():
-      bad, counts = np.unique(codes[~ok], return_counts=True)
-      order = np.argsort(-counts)[:_MAX_LISTED]
-      listed = ', '.join(
-          f'({c >> 16}, {(c >> 8) & 255}, {c & 255}): {n} px'
-          for c, n in zip(bad[order].tolist(), counts[order].tolist()))
-      raise DataError(f'{path}: {len(bad)} colour(s) not in the palette '
-                      f'{self.palette_file}: {listed}.', file=path)
-    return self._ids[pos]
+    return label_maps.decode_label(data, path, palette=self._matcher,
+                                   remap=self.remap)
 
   def check_ids(self, label: np.ndarray, path: str) -> None:
-    """`DataError` naming `path` if a class id is >= num_classes."""
-    if label.size and int(label.max()) >= self.num_classes:
-      bad, counts = np.unique(label[label >= self.num_classes],
-                              return_counts=True)
-      listed = ', '.join(f'{b} ({n} px)' for b, n in
-                         zip(bad[:_MAX_LISTED].tolist(),
-                             counts[:_MAX_LISTED].tolist()))
-      note = ' after the data set\'s remapping' if self.remap else ''
-      raise DataError(f'{path}: label ids >= num_classes={self.num_classes}'
-                      f'{note}: {listed}.', file=path)
+    """`DataError` naming `path` if a class id is outside [0, num_classes)."""
+    note = ' (after the data set\'s remapping)' if self.remap else ''
+    label_maps.check_ids(label, self.num_classes, path, hint=note)
 
   def __call__(self, image_data: bytes, label_data: bytes, image_path: str,
                label_path: str) -> tuple[np.ndarray, np.ndarray]:
     """Bytes of a pair -> (uint8 [H, W, 3] image, int32 [H, W] class ids).
 
     Raises:
-      DataError: naming the file, for unreadable or truncated files, 16-bit
+      DataError: naming the file, for unreadable or truncated files, float
         or colour-coded labels without (or not matching) a palette,
-        mismatched sizes, or class ids >= num_classes.
+        mismatched sizes, or class ids outside [0, num_classes).
     """
     image = self.decode_image(image_data, image_path)
     label = self.decode_label(label_data, label_path)

@@ -1,13 +1,15 @@
 """A user's own data set: `<root>/images/<split>/<name>.{jpg,png}` with labels.
 
 Labels are `<root>/labels/<split>/<name>.png`, splits `train` and `val`.
-Label PNGs hold class ids (8-bit, single channel or palette mode), or, with
-`config.data.palette` (a JSON list of `[r, g, b]` per class id), colours.
+Label PNGs hold class ids (single channel: 8-bit, 16-bit or palette mode), or,
+with `config.data.palette` (a JSON list of `[r, g, b]` per class id), colours;
+`label_maps` states the policy.
 `config.data.num_classes` and `config.data.dontcare_id` describe the classes;
 sub-folders are allowed (the relative path pairs the files).
 """
 
 from data_pipelines import core
+from data_pipelines import label_maps
 
 NAME = 'folder'
 NUM_CLASSES = None  # From config.data.num_classes.
@@ -31,7 +33,7 @@ def make_dataset(data_config) -> core.FolderDataset:
                          f'id (num_classes={num_classes}) nor -1 (none).')
   palette = None
   if data_config.palette:
-    palette = core.load_palette(data_config.palette, num_classes)
+    palette = label_maps.load_palette(data_config.palette, num_classes)
   decoder = core.ExampleDecoder(num_classes, None, palette,
                                 data_config.palette)
   return core.FolderDataset(NAME, data_config.root, LAYOUT, decoder)

@@ -12,19 +12,35 @@ The best-by-metric checkpoint lives in its own manager, `DIR/checkpoint_best/`,
 which keeps one checkpoint: the state with the best value of
 `config.eval.best_metric` (`config.eval.best_mode` 'min' or 'max') among the
 metrics passed to `save_best`.
+
+Reading runs for inference and evaluation (the last sections) also lives
+here: finding a checkpoint of a workdir and restoring only the generator or
+the discriminator out of a saved TrainState, and the inference checkpoint
+(`DIR/oasis_inference.json`, `DIR/config.json`, `DIR/variables/`: a
+generator's variables and its config, written by ``python -m
+oasis_jax.export`` and ``python -m oasis_jax.convert_torch``).
 """
 
+import json
 import os
-from typing import Any, Callable, Mapping, Optional
+import shutil
+from typing import Any, Callable, Mapping, Optional, Union
 
 from absl import logging
 from etils import epath
 import grain
 import jax
+import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+
+from oasis_jax import train_state as train_state_lib
 
 CHECKPOINT_DIR = 'checkpoints'
 BEST_CHECKPOINT_DIR = 'checkpoint_best'
+INFERENCE_FORMAT = 'oasis_jax.inference'
+INFERENCE_VERSION = 1
+INFERENCE_MANIFEST = 'oasis_inference.json'
 
 
 def _absolute(workdir) -> epath.Path:
@@ -142,3 +158,195 @@ def restore_or_init(manager: ocp.CheckpointManager, abstract_state: Any,
   logging.info('Restoring the checkpoint of step %d from %s.', step,
                manager.directory)
   return restore(manager, step, abstract_state, shardings, data_iter), step
+
+
+# ----------------------------------------------------------------------------
+# Reading a training workdir: its config, a checkpoint, one network of it.
+# ----------------------------------------------------------------------------
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+  """A ConfigDict from config.json (lists of the schema become tuples)."""
+  raw = json.loads(text)
+  disc = raw.get('discriminator', {})
+  if 'channels' in disc:
+    disc['channels'] = tuple(disc['channels'])
+  return ml_collections.ConfigDict(raw)
+
+
+def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was started with (workdir/config.json)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f'{path} is missing: {workdir} is not a training workdir of '
+        '`python -m oasis_jax.main` (or pass the config explicitly).')
+  with open(path) as f:
+    return config_from_json(f.read())
+
+
+def _read_only_manager(directory: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True,
+                                                      create=False))
+
+
+def find_checkpoint(workdir: str, step: Union[str, int] = 'latest'
+                    ) -> tuple[str, int]:
+  """(checkpoint manager directory, step) of 'latest', 'best' or a step.
+
+  Raises:
+    FileNotFoundError: no such checkpoint; the message lists what exists.
+  """
+  main_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  best_dir = os.path.join(workdir, BEST_CHECKPOINT_DIR)
+  steps_of = lambda d: (list(_read_only_manager(d).all_steps())
+                        if os.path.isdir(d) else [])
+  if step == 'best':
+    found = steps_of(best_dir)
+    if not found:
+      raise FileNotFoundError(
+          f'{best_dir}: no best checkpoint (written only when the run '
+          'evaluates config.eval.best_metric); use step=latest.')
+    return best_dir, max(found)
+  main_steps = steps_of(main_dir)
+  if step == 'latest':
+    if not main_steps:
+      raise FileNotFoundError(f'{main_dir}: no checkpoints.')
+    return main_dir, max(main_steps)
+  try:
+    step = int(step)
+  except (TypeError, ValueError):
+    raise ValueError(f"step must be 'latest', 'best' or a step number, got "
+                     f'{step!r}.') from None
+  if step in main_steps:
+    return main_dir, step
+  if step in steps_of(best_dir):
+    return best_dir, step
+  raise FileNotFoundError(f'{workdir}: no checkpoint of step {step}; steps: '
+                          f'{sorted(main_steps)} (best: {steps_of(best_dir)}).')
+
+
+def restore_part(directory: str, step: int, target: Any) -> Any:
+  """Reads the subtree `target` (ShapeDtypeStructs) of a saved TrainState.
+
+  Returns:
+    `target`'s structure, numpy arrays on the host.
+  """
+  restore_args = jax.tree.map(
+      lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+  restored = _read_only_manager(directory).restore(
+      step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          item=target, restore_args=restore_args, partial_restore=True)))
+  return jax.tree.map(np.asarray, restored['state'])
+
+
+def restore_generator(directory: str, step: int, config) -> tuple[Any, str]:
+  """Reads only the generator to sample from out of a saved TrainState.
+
+  Returns:
+    ({'params', 'batch_stats'} numpy arrays, 'ema' or 'generator').
+  """
+  abstract = train_state_lib.abstract_train_state(config)
+  if abstract.ema is not None:
+    return dict(restore_part(directory, step,
+                             {'ema': abstract.ema})['ema']), 'ema'
+  g = abstract.generator
+  target = {'generator': {'params': g.params, 'batch_stats': g.batch_stats}}
+  return dict(restore_part(directory, step, target)['generator']), 'generator'
+
+
+def restore_discriminator(directory: str, step: int, config) -> Any:
+  """The discriminator's {'params', 'batch_stats'} of a saved TrainState."""
+  d = train_state_lib.abstract_train_state(config).discriminator
+  target = {'discriminator': {'params': d.params,
+                              'batch_stats': d.batch_stats}}
+  return dict(restore_part(directory, step, target)['discriminator'])
+
+
+# ----------------------------------------------------------------------------
+# The inference checkpoint: a generator's variables and its config.
+#
+#   DIR/oasis_inference.json  {"format": "oasis_jax.inference", "version": 1,
+#                              "generator": "ema" | "generator", "source": ...}
+#   DIR/config.json           the full ml_collections config of the model
+#   DIR/variables/            Orbax PyTree checkpoint:
+#                               {'generator': {'params', 'batch_stats'},
+#                                'discriminator': {...}  (optional)}
+# ----------------------------------------------------------------------------
+
+
+def save_inference(out_dir: str, config: ml_collections.ConfigDict,
+                   generator: Any, *, discriminator: Optional[Any] = None,
+                   generator_kind: str = 'ema', source: str = '') -> str:
+  """Writes an inference checkpoint; an existing one at out_dir is replaced
+  only once the new one is complete.
+
+  Args:
+    out_dir: the checkpoint directory.
+    config: the run configuration the variables belong to.
+    generator: {'params': ..., 'batch_stats': ...} of the generator.
+    discriminator: optional discriminator variables (for the D-based mIoU).
+    generator_kind: 'ema' or 'generator'.
+    source: free text recorded in the manifest (where the weights came from).
+
+  Returns:
+    The absolute path of the checkpoint.
+  """
+  out_dir = os.path.abspath(out_dir)
+  tmp = out_dir.rstrip('/') + '.tmp'
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  to_numpy = lambda t: jax.tree.map(lambda x: np.asarray(jax.device_get(x)),
+                                    t)
+  tree = {'generator': to_numpy(generator)}
+  if discriminator is not None:
+    tree['discriminator'] = to_numpy(discriminator)
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.join(tmp, 'variables'), tree)
+  ckptr.wait_until_finished()
+  with open(os.path.join(tmp, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(tmp, INFERENCE_MANIFEST), 'w') as f:
+    json.dump({'format': INFERENCE_FORMAT, 'version': INFERENCE_VERSION,
+               'generator': generator_kind, 'source': source,
+               'has_discriminator': discriminator is not None}, f, indent=2)
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)
+  os.replace(tmp, out_dir)
+  return out_dir
+
+
+def is_inference_checkpoint(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, INFERENCE_MANIFEST))
+
+
+def load_inference(path: str) -> tuple[ml_collections.ConfigDict,
+                                       dict[str, Any], dict[str, Any]]:
+  """Reads an inference checkpoint.
+
+  Returns:
+    (config, variables, manifest): variables = {'generator': ...,
+    ['discriminator': ...]} as numpy arrays.
+  """
+  path = os.path.abspath(path)
+  manifest_path = os.path.join(path, INFERENCE_MANIFEST)
+  if not os.path.isfile(manifest_path):
+    raise FileNotFoundError(
+        f'{path} is not an oasis-jax inference checkpoint (no '
+        f'{INFERENCE_MANIFEST}); write one with `python -m oasis_jax.export` '
+        'or `python -m oasis_jax.convert_torch`.')
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  if (manifest.get('format') != INFERENCE_FORMAT or
+      manifest.get('version') != INFERENCE_VERSION):
+    raise ValueError(f'{manifest_path}: unsupported format {manifest}; '
+                     f'expected {INFERENCE_FORMAT} version '
+                     f'{INFERENCE_VERSION}.')
+  with open(os.path.join(path, 'config.json')) as f:
+    config = config_from_json(f.read())
+  variables = ocp.StandardCheckpointer().restore(
+      os.path.join(path, 'variables'))
+  variables = jax.tree.map(np.asarray, variables)
+  return config, variables, manifest

@@ -4,22 +4,30 @@ The official checkpoints (``*_G.pth``, ``*_D.pth``, ``*_EMA.pth``) are
 ``state_dict()``s: conv weights OIHW, spectral-norm layers as ``weight_orig``
 with ``weight_u`` / ``weight_v``, BN running statistics under
 ``norm_k.first_norm``. They map to our NHWC/HWIO variables
-``{'params': ..., 'batch_stats': ...}`` and back, exactly (``num_batches_tracked``,
-which the official code never increments, is dropped on import and written
-as 0 on export).
+``{'params': ..., 'batch_stats': ...}`` and back, exactly
+(``num_batches_tracked``, which the official code never increments, is
+dropped on import and written as 0 on export). Files are read by
+``weights.read_state_dict``.
 
 CLI:
   python -m oasis_jax.convert_torch --config=configs/ade20k.py \
       --generator=G.pth [--ema=EMA.pth] [--discriminator=D.pth] --out=DIR
-writes an inference checkpoint (see ``save_converted`` and the README).
+writes an inference checkpoint (``checkpointing.save_inference``).
 """
 
-import os
 import re
 from typing import Any, Mapping
 
+from absl import app
+from absl import flags
 import flax
+import jax
+from ml_collections import config_flags
 import numpy as np
+
+from oasis_jax import checkpointing
+from oasis_jax import train_state
+from oasis_jax import weights
 
 _PARAM_LEAVES = {'weight': 'kernel', 'weight_orig': 'kernel', 'bias': 'bias'}
 _STAT_LEAVES = {'weight_u': 'u', 'weight_v': 'v', 'running_mean': 'mean',
@@ -33,22 +41,8 @@ class ConversionError(ValueError):
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads an official state_dict from ``.pth`` (needs torch) or ``.npz``."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path}: no such state_dict file.')
-  if path.endswith('.npz'):
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        f'{path}: reading a .pth file needs PyTorch (pip install torch); '
-        'or convert it to an .npz with the same keys.') from e
-  sd = torch.load(path, map_location='cpu', weights_only=True)
-  if not isinstance(sd, Mapping):
-    raise ConversionError(f'{path}: expected a state_dict, got '
-                          f'{type(sd).__name__}.')
-  return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+  return weights.read_state_dict(path, what='an official OASIS state_dict',
+                                 error=ConversionError)
 
 
 def _module_path(torch_prefix: list[str]) -> list[str]:
@@ -218,8 +212,6 @@ def convert_official(config, generator: str, ema: str = '',
   Returns:
     {'generator': ..., ['ema': ...], ['discriminator': ...]} variables.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from oasis_jax import train_state  # pylint: disable=g-import-not-at-top
   (g_p, g_s), (d_p, d_s) = jax.eval_shape(
       lambda: train_state.init_variables(config, jax.random.PRNGKey(0)))
   g_expected = {'params': g_p, 'batch_stats': g_s}
@@ -234,13 +226,11 @@ def convert_official(config, generator: str, ema: str = '',
 
 def main(argv):
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from oasis_jax import inference_checkpoint  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   config = _CONFIG.value
   converted = convert_official(config, f.generator, f.ema, f.discriminator)
   kind = 'ema' if 'ema' in converted else 'generator'
-  path = inference_checkpoint.save(
+  path = checkpointing.save_inference(
       f.out, config, converted[kind],
       discriminator=converted.get('discriminator'), generator_kind=kind,
       source=f'official weights: {f.ema or f.generator}')
@@ -249,9 +239,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   _CONFIG = config_flags.DEFINE_config_file(
       'config', None, 'Model config (sizes must match the weights).',
       lock_config=True)

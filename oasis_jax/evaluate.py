@@ -20,7 +20,9 @@ from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
+from ml_collections import config_flags
 
+from oasis_jax import checkpointing
 from oasis_jax import evaluation
 from oasis_jax import fid
 
@@ -59,7 +61,6 @@ _NUM_DIVERSITY_SAMPLES = flags.DEFINE_integer(
 
 def define_checkpoint_flags() -> None:
   """Defines --config and --workdir (the program's own flags)."""
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file(
       'config', None, 'checkpoint: the run\'s config file (default: '
       'WORKDIR/config.json).', lock_config=True)
@@ -77,8 +78,7 @@ def _run_checkpoint() -> None:
                          '`python -m oasis_jax.evaluate --workdir=DIR`).')
   config = _flag('config')
   if config is None:
-    from oasis_jax import inference  # pylint: disable=g-import-not-at-top
-    config = inference.read_workdir_config(workdir)
+    config = checkpointing.read_workdir_config(workdir)
   with config.unlocked():  # config.json of older runs may lack a key.
     if _INCEPTION_WEIGHTS.value:
       config.eval.inception_weights = _INCEPTION_WEIGHTS.value

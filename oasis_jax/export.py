@@ -7,7 +7,7 @@ Writes the EMA generator of the run (the generator itself when the run had
 no EMA) with its BN statistics re-estimated over
 config.ema.bn_refresh_batches training batches, as training does before it
 samples, and the run's config: the inference checkpoint format of
-inference_checkpoint.py, a few hundred MB at official size instead of the
+checkpointing.py, a few hundred MB at official size instead of the
 whole training state. `python -m oasis_jax.convert_torch` writes the same
 format from official weights. Load it with
 `inference.Synthesizer.from_checkpoint(DIR)` or `python -m oasis_jax.generate
@@ -21,8 +21,8 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from oasis_jax import checkpointing
 from oasis_jax import inference
-from oasis_jax import inference_checkpoint
 from oasis_jax import logging_utils
 
 
@@ -49,9 +49,10 @@ def export(workdir: str, out_dir: str, *, step: Union[str, int] = 'latest',
       workdir, step, config=config, refresh_batches=refresh_batches)
   discriminator = None
   if with_discriminator:
-    directory, found = inference.find_checkpoint(workdir, info['step'])
-    discriminator = inference.restore_discriminator(directory, found, config)
-  path = inference_checkpoint.save(
+    directory, found = checkpointing.find_checkpoint(workdir, info['step'])
+    discriminator = checkpointing.restore_discriminator(directory, found,
+                                                        config)
+  path = checkpointing.save_inference(
       out_dir, config, variables, discriminator=discriminator,
       generator_kind=info['kind'], source=info['source'])
   logging.info('Wrote %s: %s.', path, info['source'])
@@ -80,7 +81,7 @@ def main(argv: Sequence[str]) -> None:
   if not f.workdir or not f.out:
     raise app.UsageError('--workdir and --out are required.')
   logging_utils.quiet_library_logs()
-  config = inference.read_workdir_config(f.workdir)
+  config = checkpointing.read_workdir_config(f.workdir)
   if f.data_root:
     config.data.root = f.data_root
   refresh = f.refresh_batches if f.refresh_batches >= 0 else None

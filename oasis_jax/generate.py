@@ -4,11 +4,12 @@
       --labels=DIR_OR_FILES --out=DIR [--num_samples=K] [--seed=S]
       [--edit_classes=ID,...]
 
-Reads label PNGs (a folder's *.png, or comma-separated files): 8-bit (or
-16-bit) class ids, or RGB colours of the model's palette (the data set's, see
-palettes.py). Every file is checked before anything is generated; a class id
-outside the model's range is an error naming the file. Label maps of another
-size are resized (nearest) to the model's size.
+Reads label PNGs (a folder's *.png, or comma-separated files) with the policy
+of `data_pipelines.label_maps` (as in training): 8-bit or 16-bit class ids, or
+RGB colours of the model's palette (the data set's, see palettes.py). Every
+file is checked before anything is generated; a class id outside the model's
+range is an error naming the file. Label maps of another size are resized
+(nearest) to the model's size.
 
 Writes, for each label file `<stem>.png`:
   OUT/<stem>_<k>.png        sample k = 0..K-1 (noise: seed, the stem, k)
@@ -30,6 +31,8 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+import data_pipelines
+from data_pipelines import label_maps
 from oasis_jax import inference
 from oasis_jax import logging_utils
 
@@ -37,8 +40,8 @@ GRIDS_DIR = 'grids'
 _EDIT_TINT = np.array([255, 255, 255], np.float32)  # Edit region highlight.
 
 
-class LabelError(ValueError):
-  """A label file that cannot be used with the model; names the file."""
+# A label file that cannot be used with the model; names the file.
+LabelError = data_pipelines.DataError
 
 
 def list_label_files(labels: str) -> list[str]:
@@ -62,25 +65,18 @@ def list_label_files(labels: str) -> list[str]:
   return files
 
 
-def _colour_codes(rgb: np.ndarray) -> np.ndarray:
-  rgb = rgb.astype(np.int64)
-  return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
-
 def read_label(path: str, num_classes: int, palette: np.ndarray,
                size: Optional[tuple[int, int]] = None,
                remap=None) -> np.ndarray:
   """A label PNG -> int32 [H, W] class ids of the model.
 
-  Single-channel images (L, P, I;16, 1) hold class ids. RGB(A) images hold
-  colours of `palette`, the first id of a colour shared by several ids
-  winning; an RGB image that is grey everywhere and not all palette colours
-  holds ids.
+  The policy of `data_pipelines.label_maps` (as in training): single-channel
+  images hold ids; RGB(A) images hold colours of `palette`, or ids when grey.
 
   Args:
     path: the PNG.
     num_classes: ids must be < this.
-    palette: [num_classes, 3] uint8.
+    palette: [num_classes, 3] uint8, the model's colours.
     size: (H, W) to resize to (nearest), or None.
     remap: optional function raw ids -> class ids (a data set's on-disk
       convention, e.g. COCO-Stuff's v -> v + 1), for id images only
@@ -90,40 +86,12 @@ def read_label(path: str, num_classes: int, palette: np.ndarray,
     LabelError: naming the file: unreadable, unknown colours, ids outside
       [0, num_classes).
   """
-  try:
-    with Image.open(path) as img:
-      img.load()
-      mode = img.mode
-      if mode in ('RGB', 'RGBA'):
-        arr = np.asarray(img.convert('RGB'))
-      elif mode in ('LA', 'PA'):
-        arr = np.asarray(img)[..., 0]
-      else:
-        arr = np.asarray(img)
-  except (OSError, ValueError) as e:
-    raise LabelError(f'{path}: cannot read the label image ({e}).') from e
-  colours = arr.ndim == 3
-  if colours:
-    ids = _colours_to_ids(arr, palette, path)
-    colours = ids is not None
-    arr = arr[..., 0] if ids is None else ids  # Grey: ids saved as RGB.
-  if arr.ndim != 2:
-    raise LabelError(f'{path}: unsupported label image (mode {mode}, shape '
-                     f'{arr.shape}).')
-  label = arr.astype(np.int64)
-  if remap is not None and not colours:
-    label = np.asarray(remap(label), np.int64)
-  if label.size and (label.min() < 0 or label.max() >= num_classes):
-    bad, counts = np.unique(label[(label < 0) | (label >= num_classes)],
-                            return_counts=True)
-    listed = ', '.join(f'{b} ({n} px)' for b, n in
-                       zip(bad[:8].tolist(), counts[:8].tolist()))
-    hint = ('' if remap is not None else
-            ' (labels in a data set\'s on-disk convention, e.g. COCO-Stuff\'s'
-            ' 0..181 and 255? use --label_values=dataset)')
-    raise LabelError(f'{path}: class ids outside [0, {num_classes}) of the '
-                     f'model: {listed}{hint}.')
-  label = label.astype(np.int32)
+  hint = ('' if remap is not None else
+          ' (labels in a data set\'s on-disk convention, e.g. COCO-Stuff\'s'
+          ' 0..181 and 255? use --label_values=dataset)')
+  label = label_maps.read_label(
+      path, num_classes, remap=remap, hint=hint,
+      palette=label_maps.PaletteMatcher(palette, "of the model"))
   if size is not None and label.shape != tuple(size):
     h, w = size
     if abs(label.shape[1] / label.shape[0] - w / h) > 1e-3:
@@ -133,34 +101,6 @@ def read_label(path: str, num_classes: int, palette: np.ndarray,
   return label
 
 
-def _colours_to_ids(rgb: np.ndarray, palette: np.ndarray,
-                    path: str) -> Optional[np.ndarray]:
-  """Palette colours -> ids; None for a grey image of non-palette values."""
-  codes = _colour_codes(rgb)
-  pal = _colour_codes(np.asarray(palette))
-  first = {}
-  for i, c in enumerate(pal.tolist()):
-    first.setdefault(c, i)
-  keys = np.asarray(sorted(first), np.int64)
-  values = np.asarray([first[k] for k in keys.tolist()], np.int64)
-  pos = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
-  known = keys[pos] == codes
-  if known.all():
-    return values[pos]
-  grey = (rgb[..., 0] == rgb[..., 1]).all() and (
-      rgb[..., 1] == rgb[..., 2]).all()
-  if grey:
-    return None
-  bad, counts = np.unique(codes[~known], return_counts=True)
-  order = np.argsort(-counts)[:8]
-  listed = ', '.join(f'({c >> 16}, {(c >> 8) & 255}, {c & 255}): {n} px'
-                     for c, n in zip(bad[order].tolist(),
-                                     counts[order].tolist()))
-  raise LabelError(f'{path}: colours not in the model\'s palette: {listed}. '
-                   'Label PNGs hold class ids (single channel) or colours '
-                   'of the data set\'s palette.')
-
-
 def _stream(stem: str) -> int:
   """The noise stream of a label file: a stable hash of its name."""
   return zlib.crc32(stem.encode('utf-8'))
@@ -168,7 +108,6 @@ def _stream(stem: str) -> int:
 
 def _dataset_remap(config):
   """The on-disk -> class id function of config.data.name, or None."""
-  import data_pipelines  # pylint: disable=g-import-not-at-top
   module = data_pipelines.FOLDER_DATASETS.get(config.data.name)
   return getattr(module, 'remap_labels', None)
 

@@ -29,6 +29,8 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from oasis_jax import weights
+
 WEIGHTS_FILENAME = 'pt_inception-2015-12-05-6726825d.pth'
 WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/'
                'fid_weights/pt_inception-2015-12-05-6726825d.pth')
@@ -283,30 +285,20 @@ def _content_sha256(state: Mapping[str, np.ndarray]) -> str:
   return digest.hexdigest()
 
 
-def _read_pth(path: str) -> dict[str, np.ndarray]:
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        f'Reading {path} (a .pth) needs torch. Without torch, convert it to '
-        'an .npz once, where torch is installed: python -m '
-        f'oasis_jax.inception --input={path} --output=WEIGHTS.npz') from e
-  state = torch.load(path, map_location='cpu', weights_only=True)
-  if not isinstance(state, Mapping):
-    raise InceptionWeightsError(f'{path} does not hold a state dict.')
-  return {k: v.detach().cpu().numpy() for k, v in state.items()}
-
-
 def _read_npz(path: str) -> Tuple[dict[str, np.ndarray], dict[str, str]]:
   """Returns (state dict, metadata entries written by `convert_weights`)."""
   state, meta = {}, {}
-  with np.load(path, allow_pickle=False) as data:
-    for key in data.files:
-      if key in (_NPZ_SOURCE_SHA256, _NPZ_CONTENT_SHA256):
-        meta[key] = str(data[key])
-      else:
-        state[key] = data[key]
+  for key, value in _read(path).items():
+    if key in (_NPZ_SOURCE_SHA256, _NPZ_CONTENT_SHA256):
+      meta[key] = str(value)
+    else:
+      state[key] = value
   return state, meta
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+  return weights.read_state_dict(path, what='the Inception weights',
+                                 error=InceptionWeightsError)
 
 
 def _weights_kind(path: str) -> str:
@@ -371,7 +363,7 @@ def read_state_dict(path: str, *, verify_sha256: bool = True,
   _require_file(path, setting)
   kind = _weights_kind(path)
   if kind == 'pth':
-    state, meta = _read_pth(path), None
+    state, meta = _read(path), None
   else:
     state, meta = _read_npz(path)
   if verify_sha256:

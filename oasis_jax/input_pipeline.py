@@ -24,16 +24,16 @@ import grain
 import jax
 
 import data_pipelines
-from data_pipelines import core
 from data_pipelines import transforms
+from oasis_jax import geometry
 
 _READ_THREADS = 2  # Batches prepared in parallel per process / worker.
 _PREFETCH_BATCHES = 2  # Batches buffered ahead per process / worker.
 
 
 def image_hw(config) -> tuple[int, int]:
-  """(H, W) of the network input: (round(image_size / aspect_ratio), size)."""
-  return core.image_hw(config.data)
+  """(H, W) of the network input (the rule of geometry.image_hw)."""
+  return geometry.image_hw(config.data)
 
 
 def num_examples(config, split: str) -> int:
@@ -68,7 +68,7 @@ def _load_hw(config) -> Optional[tuple[int, int]]:
   data = config.data
   if data.name == 'synthetic' or not data.random_crop:
     return None
-  return (int(round(data.load_size / float(data.aspect_ratio))),
+  return (geometry.image_height(data.load_size, data.aspect_ratio),
           int(data.load_size))
 
 
@@ -181,3 +181,10 @@ def create_eval_iterator(config, *, split: str = 'val',
       transforms.PaddedShardExample(source, image_hw(config), index, count,
                                     total))
   return _to_iterator(dataset.batch(batch), int(config.data.num_workers))
+
+
+def close_iterator(data_iter) -> None:
+  """Stops an iterator's worker processes, if it has any."""
+  close = getattr(data_iter, 'close', None)
+  if close is not None:
+    close()

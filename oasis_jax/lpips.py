@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from oasis_jax import weights
+
 CONFIG_KEY = 'config.eval.lpips_weights'
 SHIFT = (-.030, -.088, -.188)
 SCALE = (.458, .448, .450)
@@ -124,16 +126,9 @@ def merge_weights(alexnet_state_dict: Mapping[str, Any],
   return out
 
 
-def _read_pth(path: str) -> dict[str, np.ndarray]:
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(f'Reading {path} (a .pth) needs torch; or convert it '
-                      'to an .npz where torch is installed.') from e
-  state = torch.load(path, map_location='cpu', weights_only=True)
-  if not isinstance(state, Mapping):
-    raise LpipsWeightsError(f'{path} does not hold a state dict.')
-  return {k: _to_numpy(v) for k, v in state.items()}
+def _read(path: str) -> dict[str, np.ndarray]:
+  return weights.read_state_dict(path, what='the LPIPS weights',
+                                 error=LpipsWeightsError)
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -144,13 +139,9 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         'or .pth with the AlexNet and lpips lin weights (see '
         'oasis_jax/lpips.py: merge_weight_files).')
   ext = os.path.splitext(path)[1].lower()
-  if ext == '.npz':
-    with np.load(path, allow_pickle=False) as data:
-      state = {k: np.asarray(data[k], np.float32) for k in data.files}
-  elif ext == '.pth':
-    state = _read_pth(path)
-  else:
+  if ext not in weights.EXTENSIONS:
     raise LpipsWeightsError(f'{path}: LPIPS weights must be .npz or .pth.')
+  state = {k: np.asarray(v, np.float32) for k, v in _read(path).items()}
   missing = [k for k in STATE_KEYS if k not in state]
   if missing:
     raise LpipsWeightsError(f'{path} lacks the keys {missing}.')
@@ -170,7 +161,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def merge_weight_files(alexnet_path: str, lpips_lin_path: str,
                        output_path: str) -> None:
   """Writes the LPIPS .npz from torchvision's and lpips' .pth files."""
-  merged = merge_weights(_read_pth(alexnet_path), _read_pth(lpips_lin_path))
+  merged = merge_weights(_read(alexnet_path), _read(lpips_lin_path))
   np.savez(output_path, **merged)
 
 

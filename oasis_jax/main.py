@@ -23,11 +23,11 @@ import jax
 from ml_collections import config_flags
 
 import data_pipelines
-from oasis_jax import evaluation
 from oasis_jax import inception
 from oasis_jax import logging_utils
 from oasis_jax import sharding
 from oasis_jax import train
+from oasis_jax.evaluators import fid as fid_evaluator
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training configuration file (configs/*.py).',
@@ -80,7 +80,7 @@ def create_evaluate_fn(config, workdir, mesh=None):
       config.eval.inception_weights,
       verify_sha256=config.eval.get('verify_inception_weights', True))
   mesh = sharding.make_mesh() if mesh is None else mesh
-  return evaluation.make_fid_evaluator(config, mesh, workdir)
+  return fid_evaluator.make_fid_evaluator(config, mesh, workdir)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -10,12 +10,11 @@ the OASIS ids); the tables are in palette_data.py. `for_config(config)`
 picks the palette of a run.
 """
 
-import json
 from typing import Callable
 
-from etils import epath
 import numpy as np
 
+from data_pipelines import label_maps
 from oasis_jax import palette_data
 
 # The data sets' colour tables live in palette_data.py.
@@ -72,13 +71,8 @@ PALETTES: dict[str, Callable[[int], np.ndarray]] = {
 
 
 def load_palette(path, num_classes: int) -> np.ndarray:
-  """A JSON list of [r, g, b] per class id; generic colours past its end."""
-  colours = np.asarray(json.loads(epath.Path(path).read_text()), np.int64)
-  if colours.ndim != 2 or colours.shape[1] != 3 or colours.size and (
-      colours.min() < 0 or colours.max() > 255):
-    raise ValueError(f'{path}: expected a JSON list of [r, g, b] triples in '
-                     f'0..255, got an array of shape {colours.shape}.')
-  return _fit(colours.astype(np.uint8), num_classes)
+  """A palette file (label_maps.load_palette); generic colours past its end."""
+  return _fit(label_maps.load_palette(path, num_classes), num_classes)
 
 
 def for_config(config) -> np.ndarray:

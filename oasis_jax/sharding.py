@@ -92,3 +92,12 @@ def put_replicated(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
 
   return jax.tree.map(put, tree)
+
+
+def replicated_key(mesh: jax.sharding.Mesh, seed: int,
+                   *folds: int) -> jax.Array:
+  """PRNGKey(seed) with `folds` folded in, as a replicated global array."""
+  key = jax.random.PRNGKey(seed)
+  for f in folds:
+    key = jax.random.fold_in(key, f)
+  return put_replicated(np.asarray(key), mesh)

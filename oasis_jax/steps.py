@@ -33,7 +33,7 @@ def draw_noise(rng: jax.Array, batch_size: int, config) -> Optional[jax.Array]:
 
 
 def _dontcare(config) -> Optional[int]:
-  d = config.data.get('dontcare_id', 0)
+  d = config.data.dontcare_id
   return None if d is None or d < 0 else d
 
 

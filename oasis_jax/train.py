@@ -6,7 +6,7 @@ state is replicated and the batch is split over the mesh's 'data' axis; the
 same code runs on one device, on several, and on several processes (each
 feeding its share of the global batch).
 
-The EMA generator's BN statistics are refreshed (`refresh_ema`) before it is
+The EMA generator's BN statistics are refreshed (`ema_refresh`) before it is
 sampled or evaluated: `config.ema.bn_refresh_batches` train-mode forwards on
 training batches from a separate iterator (seeded by the step, so the main
 data order is untouched). The refreshed statistics are used for that sample
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from oasis_jax import checkpointing
+from oasis_jax import ema_refresh
 from oasis_jax import host_memory
 from oasis_jax import input_pipeline
 from oasis_jax import logging_utils
@@ -45,34 +46,17 @@ train_step = steps.train_step
 sample_step = steps.sample_step
 create_train_state = train_state_lib.create_train_state
 TrainState = train_state_lib.TrainState
+abstract_train_state = train_state_lib.abstract_train_state
 
 # evaluate_fn(state, step) -> metrics, called every config.eval.fid_every_steps
 # with the EMA generator's statistics refreshed in `state.ema`.
 EvaluateFn = Callable[[TrainState, int], Mapping[str, float]]
 
 _SAMPLE_TAG = 0x5A3B1E  # Folded into the seed: the fixed sample noise.
-_REFRESH_TAG = 0x2EF5E5  # Folded into the seed: noise of the EMA refresh.
 _MIN_TILE = 128  # Pixels; smaller samples are enlarged in the grids.
 
 
-def abstract_train_state(config) -> TrainState:
-  """The train state's shapes and dtypes, without computing anything."""
-  return jax.eval_shape(functools.partial(create_train_state, config),
-                        jax.random.PRNGKey(config.seed))
-
-
-def _with_optimizers(state: TrainState, template: TrainState) -> TrainState:
-  """`state` with `template`'s optimizer objects (static pytree metadata).
-
-  create_train_state builds new optax objects on every call; states built by
-  different calls would have different tree structures (and recompile the
-  jitted step). Every state of a run takes the abstract state's ones.
-  """
-  return state.replace(g_tx=template.g_tx, d_tx=template.d_tx)
-
-
-def init_train_state(config, mesh: jax.sharding.Mesh,
-                     abstract_state: TrainState) -> TrainState:
+def init_train_state(config, mesh: jax.sharding.Mesh) -> TrainState:
   """A fresh train state from config.seed, replicated over the mesh.
 
   Computed on one local device and then copied to every device of the mesh
@@ -90,8 +74,7 @@ def init_train_state(config, mesh: jax.sharding.Mesh,
                                  mesh)
   # Buffers of XLA's own: on a CPU the put arrays alias the host copy, which
   # the first step cannot donate; it would hold two states at its peak.
-  state = jax.jit(lambda s: jax.tree.map(jnp.copy, s))(state)
-  return _with_optimizers(state, abstract_state)
+  return jax.jit(lambda s: jax.tree.map(jnp.copy, s))(state)
 
 
 def make_train_step(config, mesh: jax.sharding.Mesh, state_sharding: Any):
@@ -107,68 +90,6 @@ def make_train_step(config, mesh: jax.sharding.Mesh, state_sharding: Any):
                     sharding.replicated(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=0, compiler_options=steps.compiler_options(config))
-
-
-def _replicated_key(mesh, seed: int, *folds: int) -> jax.Array:
-  """PRNGKey(seed) with `folds` folded in, as a replicated global array."""
-  key = jax.random.PRNGKey(seed)
-  for f in folds:
-    key = jax.random.fold_in(key, f)
-  return sharding.put_replicated(np.asarray(key), mesh)
-
-
-def refresh_ema(config, mesh: jax.sharding.Mesh, ema: Any, step: int,
-                *, refresh_fn: Optional[Callable[..., Any]] = None) -> Any:
-  """The EMA generator's variables with BN statistics re-estimated.
-
-  Runs `config.ema.bn_refresh_batches` train-mode forwards (no gradient) on
-  training batches of a separate iterator seeded by (config.seed, step), so
-  the same step always sees the same batches.
-
-  Args:
-    config: the run configuration.
-    mesh: the device mesh.
-    ema: {'params', 'batch_stats'} of the EMA generator (replicated).
-    step: the training step (selects the refresh batches and noise).
-    refresh_fn: the jitted refresh step (made here if not given).
-
-  Returns:
-    The refreshed {'params', 'batch_stats'}; `ema` itself is unchanged.
-  """
-  num_batches = int(config.ema.bn_refresh_batches)
-  if num_batches <= 0:
-    return ema
-  if refresh_fn is None:
-    refresh_fn = make_refresh_step(config, mesh)
-  seed = int(np.random.SeedSequence([config.seed, _REFRESH_TAG, step])
-             .generate_state(1)[0])
-  data_iter = input_pipeline.create_train_iterator(
-      config, seed=seed, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  try:
-    for i in range(num_batches):
-      label = sharding.global_batch(
-          {'label': next(data_iter)['label']}, mesh)['label']
-      ema = refresh_fn(ema, label, _replicated_key(
-          mesh, config.seed, _REFRESH_TAG, step, i))
-  finally:
-    _close(data_iter)
-  return ema
-
-
-def make_refresh_step(config, mesh: jax.sharding.Mesh):
-  """steps.refresh_stats_step jitted over the mesh (labels split on 'data')."""
-  return jax.jit(
-      functools.partial(steps.refresh_stats_step, config=config),
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
-                    sharding.replicated(mesh)),
-      out_shardings=sharding.replicated(mesh))
-
-
-def _close(data_iter) -> None:
-  close = getattr(data_iter, 'close', None)
-  if close is not None:
-    close()
 
 
 class _Sampler:
@@ -191,12 +112,12 @@ class _Sampler:
     try:
       local = next(data_iter)
     finally:
-      _close(data_iter)
+      input_pipeline.close_iterator(data_iter)
     self._batch = sharding.global_batch(
         {k: local[k] for k in ('image', 'label', 'valid')}, mesh)
     self._num_images = n
     self._palette = palettes.for_config(config)
-    self._rng = _replicated_key(mesh, config.seed, _SAMPLE_TAG)
+    self._rng = sharding.replicated_key(mesh, config.seed, _SAMPLE_TAG)
     replicated = sharding.replicated(mesh)
 
     def sample(state, batch, rng):
@@ -336,8 +257,7 @@ def train_and_evaluate(config, workdir, *,
         workdir, metric=config.eval.best_metric, mode=config.eval.best_mode)
   state, restored = checkpointing.restore_or_init(
       manager, abstract_state, state_sharding,
-      lambda: init_train_state(config, mesh, abstract_state), train_iter)
-  state = _with_optimizers(state, abstract_state)
+      lambda: init_train_state(config, mesh), train_iter)
   host_memory.trim_heap()
   step = 0 if restored is None else int(restored)
   if restored is not None:
@@ -350,7 +270,7 @@ def train_and_evaluate(config, workdir, *,
   writer = logging_utils.Writer(workdir / logging_utils.TENSORBOARD_DIR,
                                 enabled=is_chief)
   sampler = _Sampler(config, mesh, state_sharding, workdir, writer, is_chief)
-  refresh_fn = make_refresh_step(config, mesh)
+  refresh_fn = ema_refresh.make_refresh_step(config, mesh)
   refreshed_at = {}
 
   def with_refreshed_ema(state, step):
@@ -358,8 +278,8 @@ def train_and_evaluate(config, workdir, *,
       return state
     if step not in refreshed_at:
       refreshed_at.clear()
-      refreshed_at[step] = refresh_ema(config, mesh, state.ema, step,
-                                       refresh_fn=refresh_fn)
+      refreshed_at[step] = ema_refresh.refresh_ema(
+          config, mesh, state.ema, step, refresh_fn=refresh_fn)
     return state.replace(ema=refreshed_at[step])
 
   train = config.train
@@ -409,7 +329,7 @@ def train_and_evaluate(config, workdir, *,
     if best_manager is not None:
       best_manager.wait_until_finished()
     writer.close()
-    _close(train_iter)
+    input_pipeline.close_iterator(train_iter)
   logging.info('Done at step %d. Checkpoints: %s, samples: %s, TensorBoard: '
                'tensorboard --logdir %s', step, manager.directory,
                workdir / logging_utils.SAMPLES_DIR,

@@ -7,8 +7,10 @@ import flax
 from flax import struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from oasis_jax import geometry
 from oasis_jax import models
 
 
@@ -36,9 +38,8 @@ class TrainState(struct.PyTreeNode):
 
 
 def image_hw(config) -> tuple[int, int]:
-  """(H, W) of the images: W = data.image_size, H = W / data.aspect_ratio."""
-  w = config.data.image_size
-  return int(w / config.data.aspect_ratio), w
+  """(H, W) of the images (the rule of geometry.image_hw)."""
+  return geometry.image_hw(config.data)
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,6 +70,38 @@ def init_variables(config, rng: jax.Array):
   return _split(g_vars), _split(d_vars)
 
 
+def random_generator_variables(config, seed: int = 0, gain: float = 1.0):
+  """An untrained generator's variables, drawn with numpy (nothing compiled).
+
+  For tests and demos without a checkpoint: Xavier-normal kernels times
+  `gain` (the official init uses 0.02), zero biases, random unit
+  spectral-norm vectors, BN statistics mean 0, variance 1.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...} of numpy arrays.
+  """
+  (params, stats), _ = jax.eval_shape(
+      lambda: init_variables(config, jax.random.PRNGKey(0)))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    shape = leaf.shape
+    if name == 'kernel':
+      kh, kw, cin, cout = shape
+      std = gain * np.sqrt(2.0 / (kh * kw * (cin + cout)))
+      return (std * rng.standard_normal(shape)).astype(np.float32)
+    if name in ('u', 'v'):
+      x = rng.standard_normal(shape)
+      return (x / np.linalg.norm(x)).astype(np.float32)
+    if name == 'var':
+      return np.ones(shape, np.float32)
+    return np.zeros(shape, np.float32)  # bias, mean
+
+  return {'params': jax.tree_util.tree_map_with_path(fill, params),
+          'batch_stats': jax.tree_util.tree_map_with_path(fill, stats)}
+
+
 def _split(variables):
   variables = flax.core.unfreeze(variables)
   return variables['params'], variables.get('batch_stats', {})
@@ -92,6 +125,12 @@ def create_train_state(config, rng: jax.Array) -> TrainState:
       generator=NetState(g_params, g_stats, g_tx.init(g_params)),
       discriminator=NetState(d_params, d_stats, d_tx.init(d_params)),
       ema=ema, g_tx=g_tx, d_tx=d_tx)
+
+
+def abstract_train_state(config) -> TrainState:
+  """The train state's shapes and dtypes, without computing anything."""
+  return jax.eval_shape(functools.partial(create_train_state, config),
+                        jax.random.PRNGKey(config.seed))
 
 
 def ema_update(ema, generator: NetState, decay: float):

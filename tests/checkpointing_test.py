@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from configs import tiny
 from oasis_jax import checkpointing
 from oasis_jax import sharding
+from oasis_jax import train_state
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,6 +127,85 @@ class CheckpointingTest(parameterized.TestCase):
     checkpointing.save(manager, 2, {'w': jnp.full(8, 2.0)})
     manager.wait_until_finished()
     self.assertEqual(manager.all_steps(), [1, 2])
+
+
+def _fake_train_state(config, seed: int):
+  """A TrainState of the config's structure, random, without compiling."""
+  rng = np.random.default_rng(seed)
+  fill = lambda s: (rng.standard_normal(s.shape).astype(s.dtype)
+                    if np.issubdtype(s.dtype, np.floating)
+                    else np.zeros(s.shape, s.dtype))
+  return jax.tree.map(fill, train_state.abstract_train_state(config))
+
+
+def _tree_equal(a, b) -> bool:
+  return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+
+
+class WorkdirReadingTest(parameterized.TestCase):
+  """find_checkpoint, the partial restores and the inference checkpoint."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.config = tiny.get_config()
+    cls.workdir = absltest.get_default_test_tmpdir() + '/workdir_reading'
+    cls.states = {s: _fake_train_state(cls.config, s) for s in (2, 4)}
+    manager = checkpointing.create_manager(cls.workdir)
+    for step, state in cls.states.items():
+      checkpointing.save(manager, step, state)
+    manager.wait_until_finished()
+    best = checkpointing.create_best_manager(cls.workdir, metric='fid')
+    checkpointing.save_best(best, 2, cls.states[2], {'fid': 1.0})
+
+  def test_find_checkpoint_of_latest_best_and_a_step(self):
+    main = os.path.join(self.workdir, checkpointing.CHECKPOINT_DIR)
+    best = os.path.join(self.workdir, checkpointing.BEST_CHECKPOINT_DIR)
+    self.assertEqual(checkpointing.find_checkpoint(self.workdir), (main, 4))
+    self.assertEqual(checkpointing.find_checkpoint(self.workdir, 'best'),
+                     (best, 2))
+    self.assertEqual(checkpointing.find_checkpoint(self.workdir, '2'),
+                     (main, 2))
+    with self.assertRaisesRegex(FileNotFoundError,
+                                r'no checkpoint of step 3; steps: \[2, 4\]'):
+      checkpointing.find_checkpoint(self.workdir, 3)
+    with self.assertRaisesRegex(ValueError, "'latest', 'best' or a step"):
+      checkpointing.find_checkpoint(self.workdir, 'newest')
+
+  def test_partial_restores_read_one_network(self):
+    main = os.path.join(self.workdir, checkpointing.CHECKPOINT_DIR)
+    state = self.states[4]
+    generator, kind = checkpointing.restore_generator(main, 4, self.config)
+    self.assertEqual(kind, 'ema')
+    self.assertTrue(_tree_equal(generator, dict(state.ema)))
+    discriminator = checkpointing.restore_discriminator(main, 4, self.config)
+    self.assertTrue(_tree_equal(discriminator, {
+        'params': state.discriminator.params,
+        'batch_stats': state.discriminator.batch_stats}))
+
+  def test_inference_checkpoint_round_trip_and_bad_manifest(self):
+    out = os.path.join(self.create_tempdir().full_path, 'export')
+    self.assertFalse(checkpointing.is_inference_checkpoint(out))
+    path = checkpointing.save_inference(out, self.config, self.states[2].ema,
+                                        source='test')
+    self.assertTrue(checkpointing.is_inference_checkpoint(path))
+    config, variables, manifest = checkpointing.load_inference(path)
+    self.assertEqual(config.discriminator.channels,
+                     tuple(self.config.discriminator.channels))
+    self.assertTrue(_tree_equal(variables['generator'],
+                                dict(self.states[2].ema)))
+    self.assertEqual((manifest['generator'], manifest['source']),
+                     ('ema', 'test'))
+    with open(os.path.join(path, checkpointing.INFERENCE_MANIFEST), 'w') as f:
+      f.write('{"format": "oasis_jax.inference", "version": 99}')
+    with self.assertRaisesRegex(ValueError, 'unsupported format'):
+      checkpointing.load_inference(path)
+
+  def test_read_workdir_config_names_the_missing_file(self):
+    empty = self.create_tempdir().full_path
+    with self.assertRaisesRegex(FileNotFoundError,
+                                'config.json is missing'):
+      checkpointing.read_workdir_config(empty)
 
 
 if __name__ == '__main__':

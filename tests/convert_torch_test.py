@@ -12,8 +12,8 @@ import jax
 import numpy as np
 
 from configs import default as default_lib
+from oasis_jax import checkpointing
 from oasis_jax import convert_torch
-from oasis_jax import inference_checkpoint
 from oasis_jax import train_state
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ class ConvertCliTest(absltest.TestCase):
                          env=env, timeout=300)
     self.assertEqual(res.returncode, 0, res.stderr[-3000:])
     self.assertIn('generator: ema, with discriminator', res.stdout)
-    config, variables, manifest = inference_checkpoint.load(out)
+    config, variables, manifest = checkpointing.load_inference(out)
     self.assertEqual(manifest['generator'], 'ema')
     self.assertEqual(config.discriminator.channels, (8, 8, 16, 16, 32, 32))
     want = convert_torch.torch_to_flax(

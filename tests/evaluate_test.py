@@ -12,9 +12,9 @@ import onnx
 from onnx import helper
 from onnx import TensorProto
 
-import evaluation_test  # The shared tiny training run with FID.
-from oasis_jax import evaluation
+import evaluators_fid_test  # The shared tiny training run with FID.
 from oasis_jax import input_pipeline
+from oasis_jax.evaluators import fid as fid_evaluator
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TIMEOUT_S = 300
@@ -66,9 +66,9 @@ class CheckpointModeTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.trained = evaluation_test.trained_run()
+    cls.trained = evaluators_fid_test.trained_run()
     workdir = cls.trained['workdir']
-    cls.cache = os.path.join(workdir, evaluation.FID_STATS_DIR)
+    cls.cache = os.path.join(workdir, fid_evaluator.FID_STATS_DIR)
     cls.cache_before = {name: os.stat(os.path.join(cls.cache, name))
                         .st_mtime_ns for name in os.listdir(cls.cache)}
     cls.segmenter = os.path.join(cls.trained['root'], 'segmenter.onnx')

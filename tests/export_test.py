@@ -13,9 +13,9 @@ import numpy as np
 
 from configs import tiny64 as tiny64_lib
 from oasis_jax import checkpointing
+from oasis_jax import ema_refresh
 from oasis_jax import export
 from oasis_jax import inference
-from oasis_jax import inference_checkpoint
 from oasis_jax import train
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +73,7 @@ class ExportTest(parameterized.TestCase):
     super().tearDownClass()
 
   def test_export_holds_the_ema_with_refreshed_statistics(self):
-    config, variables, manifest = inference_checkpoint.load(self.exported)
+    config, variables, manifest = checkpointing.load_inference(self.exported)
     self.assertEqual(manifest['generator'], 'ema')
     self.assertIn(f'step {_STEP}', manifest['source'])
     self.assertIn('refreshed over 2 batches', manifest['source'])
@@ -87,7 +87,7 @@ class ExportTest(parameterized.TestCase):
     var = got['body_0']['norm_0']['norm']['var']
     self.assertTrue(np.all(var != 1.0))
     # ... exactly as training refreshes them before it samples.
-    want = inference.refresh_statistics(tiny_config(), ema, _STEP)
+    want = ema_refresh.refresh_statistics(tiny_config(), ema, _STEP)
     self.assertTrue(_leaves_equal(got, want['batch_stats']))
     # The generator alone, not the whole training state.
     state_bytes = _dir_bytes(os.path.join(self.workdir, 'checkpoints',
@@ -122,7 +122,7 @@ class ExportTest(parameterized.TestCase):
         env=dict(os.environ, PYTHONPATH=_REPO), cwd=_REPO,
         capture_output=True, text=True, check=False)
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-    _, variables, manifest = inference_checkpoint.load(out)
+    _, variables, manifest = checkpointing.load_inference(out)
     self.assertTrue(manifest['has_discriminator'])
     state = self.states[_BEST_STEP]
     self.assertTrue(_leaves_equal(variables['generator'], state.ema))

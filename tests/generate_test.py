@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from configs import tiny64 as tiny64_lib
+from oasis_jax import checkpointing
 from oasis_jax import generate
 from oasis_jax import inference
-from oasis_jax import inference_checkpoint
 from oasis_jax import palette_data
 from oasis_jax import palettes
 
@@ -39,7 +39,7 @@ def _label(seed: int, size: int = 64) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _checkpoint(root: str) -> str:
-  return inference_checkpoint.save(
+  return checkpointing.save_inference(
       os.path.join(root, 'ckpt'), tiny_config(),
       inference.random_variables(tiny_config(), seed=3), source='test')
 
@@ -162,15 +162,15 @@ class GenerateTest(parameterized.TestCase):
     Image.fromarray(label).save(bad)
     out = self.create_tempdir().full_path
     with self.assertRaisesRegex(generate.LabelError,
-                                r'bad_map\.png: class ids outside \[0, 6\) '
-                                r'of the model: 9 \(4 px\)'):
+                                r'bad_map\.png: class ids outside \[0, 6\): '
+                                r'9 \(4 px\)'):
       generate.run(self.synth, [os.path.join(self.labels_dir, 'a.png'), bad],
                    out)
     self.assertEmpty(os.listdir(out))  # Checked before anything is written.
     colours = os.path.join(self.create_tempdir().full_path, 'colours.png')
     Image.fromarray(np.full((64, 64, 3), (1, 2, 3), np.uint8)).save(colours)
     with self.assertRaisesRegex(generate.LabelError,
-                                r'colours\.png: colours not in the model'):
+                                r'colours\.png: 1 colour\(s\) not in the palette of the model'):
       generate.run(self.synth, [colours], out)
 
   def test_command_line(self):

@@ -13,9 +13,9 @@ import pytest
 
 from configs import default as default_lib
 from configs import tiny64 as tiny64_lib
+from oasis_jax import checkpointing
 from oasis_jax import convert_torch
 from oasis_jax import inference
-from oasis_jax import inference_checkpoint
 from oasis_jax import steps
 
 _PARITY = (pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' /
@@ -75,14 +75,6 @@ class SynthesizerTest(parameterized.TestCase):
     # A Synthesizer loaded again gives the same images for the same seed.
     again = inference.Synthesizer(tiny_config(), _variables())
     np.testing.assert_array_equal(again.generate(label, seed=0), a)
-
-  def test_noise_depends_on_seed_stream_and_index_only(self):
-    n5 = inference.noise(7, 5, 4)
-    np.testing.assert_array_equal(inference.noise(7, 3, 4), n5[:3])
-    np.testing.assert_array_equal(inference.noise(7, 2, 4, offset=3), n5[3:])
-    assert not np.allclose(inference.noise(7, 5, 4, stream=1), n5)
-    assert not np.allclose(inference.noise(8, 5, 4), n5)
-    assert 0.5 < n5.std() < 1.5
 
   def test_batches_longer_than_a_call_match_single_images(self):
     """Chunking, padding and sharding over the devices change nothing."""
@@ -159,15 +151,6 @@ class SynthesizerTest(parameterized.TestCase):
     steps_ = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
     assert np.all(steps_ > 0)
 
-  def test_interpolate_noise_slerp_and_linear(self):
-    z0, z1 = np.array([3.0, 0.0]), np.array([0.0, 3.0])
-    slerp = inference.interpolate_noise(z0, z1, 3)
-    np.testing.assert_allclose(np.linalg.norm(slerp, axis=-1), 3.0, rtol=1e-6)
-    np.testing.assert_allclose(slerp[1], [3 / np.sqrt(2)] * 2, rtol=1e-6)
-    linear = inference.interpolate_noise(z0, z1, 3, method='linear')
-    np.testing.assert_allclose(linear[1], [1.5, 1.5])
-    np.testing.assert_allclose(inference.interpolate_noise(z0, z0, 4), [z0] * 4)
-
   def test_bad_label_maps_are_clear_errors(self):
     label = make_labels()[0].copy()
     label[0, 0] = 6
@@ -184,7 +167,7 @@ class SynthesizerTest(parameterized.TestCase):
       self.synth.resample_region(make_labels(), self.synth.noise(0, 3), 'sky')
 
   def test_inference_checkpoint_round_trip(self):
-    path = inference_checkpoint.save(
+    path = checkpointing.save_inference(
         self.create_tempdir().full_path + '/ckpt', tiny_config(),
         _variables(), source='unit test')
     loaded = inference.Synthesizer.load(path)
@@ -247,7 +230,7 @@ class OfficialWeightsTest(parameterized.TestCase):
       label, z = f['label_int'][:, 0].astype(np.int32), f['z']
     converted = convert_torch.convert_official(
         config, str(_PARITY / 'G_step.npz'), ema=str(_PARITY / 'EMA_step.npz'))
-    path = inference_checkpoint.save(
+    path = checkpointing.save_inference(
         self.create_tempdir().full_path + '/ckpt', config, converted['ema'])
     direct = inference.Synthesizer.from_official(
         config, ema=str(_PARITY / 'EMA_step.npz'))

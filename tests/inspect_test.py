@@ -66,15 +66,16 @@ class InspectTest(absltest.TestCase):
     bad_ids = pairs[3].raw_label.copy()
     bad_ids[:2, :2] = 160
     Image.fromarray(bad_ids).save(pairs[3].label_path)
-    expected[pairs[3].label_path] = 'label ids >= num_classes=151'
+    expected[pairs[3].label_path] = 'class ids outside [0, 151)'
     with open(pairs[4].image_path, 'rb') as f:
       data = f.read()
     with open(pairs[4].image_path, 'wb') as f:
       f.write(data[:len(data) // 3])
     expected[pairs[4].image_path] = 'truncated image file'
-    Image.fromarray(pairs[5].raw_label.astype(np.uint16)).save(
-        pairs[5].label_path)
-    expected[pairs[5].label_path] = '16-bit label'
+    wide = pairs[5].raw_label.astype(np.uint16)
+    wide[0, 0] = 1000  # 16-bit PNGs hold ids (label_maps): one too large.
+    Image.fromarray(wide).save(pairs[5].label_path)
+    expected[pairs[5].label_path] = 'class ids outside [0, 151): 1000 (1 px)'
     colours = np.random.default_rng(0).integers(0, 256, (151, 3), np.uint8)
     Image.fromarray(colours[pairs[6].raw_label]).save(pairs[6].label_path)
     expected[pairs[6].label_path] = 'colour-coded label'

@@ -8,9 +8,9 @@ from absl.testing import absltest
 import ml_collections
 import numpy as np
 
-from oasis_jax import evaluation
 from oasis_jax import lpips
 from oasis_jax import sharding
+from oasis_jax.evaluators import diversity
 
 try:
   import torch  # pylint: disable=g-import-not-at-top
@@ -158,15 +158,16 @@ class LpipsTest(absltest.TestCase):
     config = ml_collections.ConfigDict(
         {'eval': {'batch_size': 4, 'lpips_weights': ''}})
     mesh = sharding.make_mesh(1)
-    with mock.patch.object(evaluation.input_pipeline, 'num_examples',
+    with mock.patch.object(diversity.input_pipeline, 'num_examples',
                            return_value=num_maps), \
-         mock.patch.object(evaluation, 'eval_batches', fake_batches), \
-         mock.patch.object(evaluation, 'make_generate_fn', fake_generate_fn), \
-         mock.patch.object(evaluation.metrics, 'mean_pairwise_ms_ssim',
+         mock.patch.object(diversity.common, 'eval_batches', fake_batches), \
+         mock.patch.object(diversity.common, 'make_generate_fn',
+                           fake_generate_fn), \
+         mock.patch.object(diversity.metrics, 'mean_pairwise_ms_ssim',
                            return_value=0.5):
-      off = evaluation.diversity(config, mesh, {}, num_maps, num_samples)
+      off = diversity.diversity(config, mesh, {}, num_maps, num_samples)
       config.eval.lpips_weights = self.npz
-      on = evaluation.diversity(config, mesh, {}, num_maps, num_samples)
+      on = diversity.diversity(config, mesh, {}, num_maps, num_samples)
     self.assertNotIn('diversity_lpips', off)
     want = np.mean([self.metric.mean_pairwise_lpips(table[i:i + num_samples])
                     for i in range(0, num_maps * num_samples, num_samples)])

@@ -14,8 +14,8 @@ from PIL import Image
 import pytest
 
 from configs import tiny64 as tiny64_lib
+from oasis_jax import checkpointing
 from oasis_jax import inference
-from oasis_jax import inference_checkpoint
 
 nbclient = pytest.importorskip('nbclient', reason='pip install nbclient')
 nbformat = pytest.importorskip('nbformat', reason='pip install nbformat')
@@ -123,7 +123,7 @@ class NotebookTest(parameterized.TestCase):
   def test_notebook_runs_top_to_bottom_on_a_tiny_checkpoint(self):
     root = tempfile.mkdtemp(prefix='notebook_test_')
     self.addCleanup(shutil.rmtree, root, True)
-    checkpoint = inference_checkpoint.save(
+    checkpoint = checkpointing.save_inference(
         os.path.join(root, 'ckpt'), tiny_config(),
         inference.random_variables(tiny_config(), seed=1), source='tiny')
     notebook = nbformat.read(_NOTEBOOK, as_version=4)

@@ -101,9 +101,8 @@ class TrainAndEvaluateTest(parameterized.TestCase):
     straight, resumed = self.runs['straight'], self.runs['resumed']
     self.assertTrue(_leaves_equal(straight, resumed))
     # ...and training changed the networks.
-    fresh = jax.device_get(train.init_train_state(
-        _config(), sharding.make_mesh(1), train.abstract_train_state(
-            _config())))
+    fresh = jax.device_get(train.init_train_state(_config(),
+                                                  sharding.make_mesh(1)))
     self.assertFalse(_leaves_equal(fresh.generator.params,
                                    straight.generator.params))
 
@@ -190,7 +189,7 @@ class DevicesTest(parameterized.TestCase):
     for n in (1, 4):
       mesh = sharding.make_mesh(n)
       state_sharding = sharding.state_sharding(mesh, abstract)
-      state = train.init_train_state(config, mesh, abstract)
+      state = train.init_train_state(config, mesh)
       p_step = train.make_train_step(config, mesh, state_sharding)
       rng = sharding.put_replicated(np.asarray(jax.device_get(state.rng)),
                                     mesh)

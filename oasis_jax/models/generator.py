@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from oasis_jax import geometry
 from oasis_jax.models import layers
 from oasis_jax.models import spade
 
@@ -18,9 +19,8 @@ def channel_multipliers(num_res_blocks: int) -> list[int]:
 
 def latent_hw(image_size: int, aspect_ratio: float,
               num_res_blocks: int) -> tuple[int, int]:
-  """(h, w) of the first feature map, the official rule (Python round)."""
-  w = image_size // 2**(num_res_blocks - 1)
-  return round(w / aspect_ratio), w
+  """(h, w) of the first feature map (the rule of geometry.latent_hw)."""
+  return geometry.latent_hw(image_size, aspect_ratio, num_res_blocks)
 
 
 class OasisGenerator(nn.Module):

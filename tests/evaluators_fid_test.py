@@ -7,26 +7,22 @@ import math
 import os
 import shutil
 import tempfile
-import types
-from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import tiny
 from oasis_jax import checkpointing
-from oasis_jax import evaluation
 from oasis_jax import inception
 from oasis_jax import main
-from oasis_jax import metrics
-from oasis_jax import models
 from oasis_jax import sharding
 from oasis_jax import train
+from oasis_jax.evaluators import common
+from oasis_jax.evaluators import fid as fid_evaluator
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FID_STEPS = (2, 4)
@@ -67,7 +63,7 @@ def trained_run():
     dict: root, workdir, config, fids {step: FID returned}, compute_calls,
     state (final train state on the host).
   """
-  root = tempfile.mkdtemp(prefix='evaluation_test_')
+  root = tempfile.mkdtemp(prefix='evaluators_fid_test_')
   atexit.register(shutil.rmtree, root, ignore_errors=True)
   weights = os.path.join(root, 'inception_random.npz')
   shutil.copyfile(fixture_weights(), weights)
@@ -77,8 +73,7 @@ def trained_run():
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))  # As main.py does.
   calls = []
-  # pylint: disable=protected-access
-  compute = evaluation._compute_real_statistics
+  compute = fid_evaluator.compute_real_statistics
 
   def spy(evaluator):
     calls.append(evaluator.num_images)
@@ -86,7 +81,7 @@ def trained_run():
 
   fids = {}
   mesh = sharding.make_mesh(1)
-  evaluation._compute_real_statistics = spy
+  fid_evaluator.compute_real_statistics = spy
   try:
     evaluate_fn = main.create_evaluate_fn(config, workdir, mesh)
 
@@ -98,8 +93,7 @@ def trained_run():
     state = train.train_and_evaluate(config, workdir, evaluate_fn=recording,
                                      num_devices=1)
   finally:
-    evaluation._compute_real_statistics = compute
-  # pylint: enable=protected-access
+    fid_evaluator.compute_real_statistics = compute
   return dict(root=root, workdir=workdir, config=config, fids=fids,
               compute_calls=calls, state=jax.device_get(state))
 
@@ -132,13 +126,13 @@ class FidDuringTrainingTest(parameterized.TestCase):
   def test_real_statistics_are_computed_once_and_cached(self):
     # Two evaluations, one computation of the real statistics.
     self.assertEqual(self.trained['compute_calls'], [4])
-    cache = os.path.join(self.trained['workdir'], evaluation.FID_STATS_DIR)
+    cache = os.path.join(self.trained['workdir'], fid_evaluator.FID_STATS_DIR)
     files = os.listdir(cache)
     self.assertLen(files, 1)
     with np.load(os.path.join(cache, files[0])) as data:
       self.assertEqual(data['mu'].shape, (inception.FEATURE_DIM,))
       self.assertEqual(str(data['key']),
-                       evaluation.fid_cache_key(self.trained['config']))
+                       fid_evaluator.fid_cache_key(self.trained['config']))
 
   def test_best_checkpoint_is_the_step_of_lowest_fid(self):
     fids = self.trained['fids']
@@ -149,8 +143,8 @@ class FidDuringTrainingTest(parameterized.TestCase):
   def test_noise_depends_on_the_example_index_only(self):
     config = self.trained['config']
     mesh = sharding.make_mesh(2)
-    generate = evaluation.make_generate_fn(config, mesh)
-    variables = evaluation.generator_variables(self.trained['state'])
+    generate = common.make_generate_fn(config, mesh)
+    variables = common.generator_variables(self.trained['state'])
     rng = np.random.default_rng(0)
     label = rng.integers(0, 4, (4, 32, 32)).astype(np.int32)
     index = np.array([7, 3, 0, 9], np.int32)
@@ -193,46 +187,7 @@ class StartUpTest(parameterized.TestCase):
                               sharding.make_mesh(1))
 
 
-class HelpersTest(parameterized.TestCase):
-
-  @parameterized.parameters(((32, 32), (176, 176)), ((256, 512), (256, 512)),
-                            ((128, 256), (176, 352)), ((161, 200), (161, 200)))
-  def test_ms_ssim_size_enlarges_short_sides_under_161(self, hw, expected):
-    self.assertEqual(evaluation.ms_ssim_size(hw), expected)
-
-  def test_identity_protocol_ignores_dontcare(self):
-    protocol = evaluation.segmentation_protocol(tiny.get_config())
-    self.assertEqual(protocol.num_classes, 4)
-    self.assertEqual(protocol.input_size, (32, 32))
-    np.testing.assert_array_equal(protocol.map_labels([0, 1, 2, 3]),
-                                  [metrics.IGNORE_ID, 1, 2, 3])
-
-  def test_discriminator_segmentation_is_argmax_of_real_class_logits(self):
-    logits = np.zeros((1, 1, 3, 5), np.float32)  # 4 classes + fake (0).
-    logits[0, 0, 0, [0, 3]] = [9.0, 1.0]  # Fake channel ignored: class 2.
-    logits[0, 0, 1, 1] = 1.0  # Class 0.
-    logits[0, 0, 2, [0, 4]] = [10.0, 2.0]  # Class 3.
-    seen = {}
-
-    def apply(variables, image, train):
-      seen.update(variables=variables, shape=image.shape, train=train)
-      return jnp.asarray(logits)
-
-    fake_d = types.SimpleNamespace(apply=apply)
-    with mock.patch.object(models, 'make_discriminator',
-                           return_value=fake_d):
-      # pylint: disable-next=protected-access
-      out = evaluation._discriminator_segmentation(
-          {'params': 1}, jnp.zeros((1, 1, 3, 3)), config=tiny.get_config())
-    np.testing.assert_array_equal(out, [[[2, 0, 3]]])
-    self.assertEqual(seen, {'variables': {'params': 1}, 'shape': (1, 1, 3, 3),
-                            'train': False})
-
-  def test_known_data_sets_keep_their_protocol(self):
-    config = tiny.get_config()
-    config.data.name, config.data.num_classes = 'ade20k', 151
-    self.assertIs(evaluation.segmentation_protocol(config),
-                  metrics.PROTOCOLS['ade20k'])
+class FidCacheKeyTest(parameterized.TestCase):
 
   def test_cache_key_covers_images_and_weights(self):
     root = self.create_tempdir().full_path
@@ -240,16 +195,16 @@ class HelpersTest(parameterized.TestCase):
     with open(weights, 'wb') as f:
       f.write(b'x')
     config = fid_config(weights)
-    key = evaluation.fid_cache_key(config)
-    self.assertEqual(evaluation.fid_cache_key(fid_config(weights)), key)
+    key = fid_evaluator.fid_cache_key(config)
+    self.assertEqual(fid_evaluator.fid_cache_key(fid_config(weights)), key)
     config.eval.num_fid_images = 3
-    self.assertNotEqual(evaluation.fid_cache_key(config), key)
+    self.assertNotEqual(fid_evaluator.fid_cache_key(config), key)
     config = fid_config(weights)
     config.data.image_size = 64
-    self.assertNotEqual(evaluation.fid_cache_key(config), key)
+    self.assertNotEqual(fid_evaluator.fid_cache_key(config), key)
     with open(weights, 'wb') as f:
       f.write(b'other weights')
-    self.assertNotEqual(evaluation.fid_cache_key(fid_config(weights)), key)
+    self.assertNotEqual(fid_evaluator.fid_cache_key(fid_config(weights)), key)
     parts = json.loads(key)
     self.assertEqual(parts['split'], 'val')
     self.assertEqual(parts['name'], 'synthetic')

@@ -1,0 +1,1 @@
+"""Evaluators of generators, one metric per module: fid, miou, diversity."""

@@ -1,0 +1,104 @@
+"""mIoU of generated images: an ONNX segmenter's and the discriminator's own.
+
+Both compare a segmentation of the generated images with the label maps they
+were generated from: the ONNX segmenter (`metrics.OnnxSegmenter`) under the
+data set's protocol (`metrics.PROTOCOLS`, or the identity on its classes),
+and the OASIS discriminator's own segmentation (argmax over its N real-class
+logits), a proxy that needs no external network. `config.data.dontcare_id`
+is ignored by both.
+"""
+
+import functools
+import os
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from oasis_jax import batching
+from oasis_jax import input_pipeline
+from oasis_jax import metrics
+from oasis_jax import models
+from oasis_jax import sharding
+from oasis_jax.evaluators import common
+
+
+def dontcare_id(config) -> Optional[int]:
+  """config.data.dontcare_id, or None when it is not a class (-1: none)."""
+  d = int(config.data.dontcare_id)
+  return d if 0 <= d < int(config.data.num_classes) else None
+
+
+def segmentation_protocol(config) -> metrics.SegmentationProtocol:
+  """The data set's mIoU protocol; identity on its classes if it has none.
+
+  The identity protocol (e.g. 'synthetic', 'folder'): segmenter class c is
+  data set class c, config.data.dontcare_id ignored, at the generated size.
+  """
+  if config.data.name in metrics.PROTOCOLS:
+    return metrics.get_protocol(config.data.name)
+  n = int(config.data.num_classes)
+  table = np.arange(n, dtype=np.int64)
+  dontcare = dontcare_id(config)
+  if dontcare is not None:
+    table[dontcare] = metrics.IGNORE_ID
+  return metrics.SegmentationProtocol(
+      config.data.name, n, tuple(input_pipeline.image_hw(config)), table)
+
+
+def discriminator_segmentation(variables, image, *, config):
+  """Argmax over D's N real-class logits (channels 1..N): [B, H, W] int32."""
+  logits = models.make_discriminator(config).apply(
+      variables, image, train=False)
+  return jnp.argmax(logits[..., 1:], axis=-1).astype(jnp.int32)
+
+
+class MiouEvaluator:
+  """Accumulates the confusion matrices of batches of generated images.
+
+  Call `add(batch, images)` for every evaluation batch (e.g. as the
+  `on_batch` of `FidEvaluator.fid_of`), then `results()`.
+  """
+
+  def __init__(self, config, mesh: jax.sharding.Mesh,
+               discriminator: common.Variables, segmenter: str = ''):
+    """`discriminator`: D's variables; `segmenter`: an .onnx file or ''."""
+    self._num_classes = int(config.data.num_classes)
+    self._dontcare = dontcare_id(config)
+    self._protocol = segmentation_protocol(config)
+    self._segmenter_path = segmenter
+    self._onnx = metrics.OnnxSegmenter(segmenter) if segmenter else None
+    self._segment = jax.jit(
+        functools.partial(discriminator_segmentation, config=config),
+        in_shardings=(sharding.replicated(mesh),
+                      sharding.batch_sharding(mesh)),
+        out_shardings=sharding.batch_sharding(mesh))
+    self._discriminator = jax.device_put(discriminator,
+                                         sharding.replicated(mesh))
+    n = self._num_classes
+    self._conf_d = np.zeros((n, n), np.int64)
+    self._conf_seg = np.zeros((self._protocol.num_classes,) * 2, np.int64)
+
+  def add(self, batch: dict[str, Any], images: jax.Array) -> None:
+    """One global batch ('label', 'valid') and its generated images."""
+    valid = batch['valid']
+    labels = batching.to_host(batch['label'])[valid]
+    preds = batching.to_host(self._segment(self._discriminator,
+                                           images))[valid]
+    self._conf_d += metrics.confusion_matrix(
+        labels, preds, self._num_classes, ignore_index=self._dontcare)
+    if self._onnx is not None:
+      self._conf_seg += metrics.segmentation_confusion(
+          self._onnx, batching.to_host(images)[valid], labels,
+          self._protocol)
+
+  def results(self) -> dict[str, Any]:
+    """'miou_discriminator', and with a segmenter 'miou' and its protocol."""
+    out = {'miou_discriminator': metrics.mean_iou(
+        self._conf_d, ignore_index=self._dontcare)}
+    if self._onnx is not None:
+      out['miou'] = metrics.mean_iou(self._conf_seg)
+      out['miou_segmenter'] = os.path.abspath(self._segmenter_path)
+      out['miou_protocol'] = self._protocol.name
+    return out

@@ -648,25 +648,28 @@ def build_app(synth_or_demo, *, title: str = 'OASIS demo',
 
     # ---- event handlers: DemoError -> a message, the rest unchanged.
 
-    def set_label(label):
+    def set_label(label, what):
       v = demo.editor_value(label)
-      return label, v, v, ''
+      return label, v, v, (f'Loaded {what} ({label.shape[0]}x'
+                           f'{label.shape[1]}, classes '
+                           f'{np.unique(label).tolist()}).')
 
     def on_example(name):
       if not name:
         return gr.skip(), gr.skip(), gr.skip(), ''
       try:
-        return set_label(demo.load_example(name))
+        return set_label(demo.load_example(name), f'the example {name}')
       except DemoError as e:
         return gr.skip(), gr.skip(), gr.skip(), warn(e)
 
-    def on_upload(path):
+    def on_upload(path):  # (The upload box is emptied for the next one.)
       if not path:
-        return gr.skip(), gr.skip(), gr.skip(), ''
+        return gr.skip(), gr.skip(), gr.skip(), '', None
       try:
-        return set_label(demo.load_upload(path))
+        return set_label(demo.load_upload(path),
+                         f'{os.path.basename(path)}') + (None,)
       except DemoError as e:
-        return gr.skip(), gr.skip(), gr.skip(), warn(e)
+        return gr.skip(), gr.skip(), gr.skip(), warn(e), None
 
     def on_brush(name):
       colour = demo.class_colour(name)
@@ -715,7 +718,7 @@ def build_app(synth_or_demo, *, title: str = 'OASIS demo',
     example.change(on_example, example,
                    [label_state, editor, mask_editor, status])
     upload.upload(on_upload, upload,
-                  [label_state, editor, mask_editor, status])
+                  [label_state, editor, mask_editor, status, upload])
     # A new brush takes effect once its tool is picked again: pick it.
     brush_class.change(on_brush, brush_class, editor).then(
         None, None, None, js=_PICK_BRUSH_JS)

@@ -77,6 +77,8 @@ CLASS_NAMES = {
 
 _CSS = """
 .oasis-pixels img, .oasis-pixels canvas { image-rendering: pixelated; }
+#label_image img, #interp_image img {
+  width: 100%; height: 100%; object-fit: contain; }
 """
 
 
@@ -111,7 +113,11 @@ class ModelAdapter:
     self.image_hw = tuple(synth.image_hw)
     self.palette = np.asarray(synth.palette, np.uint8)  # [C, 3]
     self.data_config = synth.config.data
-    self.description = repr(synth)
+    h, w = self.image_hw
+    source = os.path.basename(synth.source.split(' ')[0].rstrip('/'))
+    self.description = (f'{self.num_classes} classes, {h}x{w} pixels, '
+                        f'noise of {synth.z_dim} channels; weights: '
+                        f'{source or "?"}')
 
   def noise(self, seed: int, num: int) -> np.ndarray:
     """Per-pixel noise of `num` samples: [num, H, W, z_dim] float32."""
@@ -568,7 +574,7 @@ def build_app(synth_or_demo, *, title: str = 'OASIS demo',
     gr.Warning(str(e))
     return f'**Error:** {e}'
 
-  with gr.Blocks(title=title) as page:
+  with gr.Blocks(title=title, analytics_enabled=False) as page:
     label_state = gr.State(first)
     samples_state = gr.State(None)
     gr.Markdown(f'## {title}\n{model.description}. Start from an example, '

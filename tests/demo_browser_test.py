@@ -122,7 +122,7 @@ def _wait_status(page, text: str, old: str) -> str:
   """Waits for a new status line with `text` (or an error); returns it."""
   page.wait_for_function(
       f"""([t, old]) => {{ const x = ({_STATUS_JS})();
-                return x !== old && (x.includes(t) || x.includes('Error')); }}""",
+          return x !== old && (x.includes(t) || x.includes('Error')); }}""",
       arg=[text, old], timeout=_TIMEOUT_MS)
   return _status(page)
 
@@ -257,14 +257,15 @@ def make_screenshot(checkpoint: str, label_path: str, out: str,
       page.wait_for_selector('#generate', timeout=_TIMEOUT_MS)
       upload_label(page, label_path, 'Loaded')
       generate(page, num_samples)
+      page.evaluate('window.scrollTo(0, 0)')
       page.wait_for_timeout(1000)
       raw = os.path.join(root, 'page.png')
-      page.screenshot(path=raw, clip={'x': 0, 'y': 0, 'width': 1100,
-                                      'height': 860})
+      page.screenshot(path=raw, full_page=True,
+                      clip={'x': 0, 'y': 0, 'width': 1100, 'height': 860})
       browser.close()
     with Image.open(raw) as img:
       img = img.convert('RGB').resize((880, 688), Image.LANCZOS)
-      img.quantize(colors=96).save(out, optimize=True)
+      img.quantize(colors=256).save(out, optimize=True)
   finally:
     proc.terminate()
     proc.wait(30)

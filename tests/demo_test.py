@@ -2,6 +2,8 @@
 
 import functools
 import os
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import absltest
@@ -15,6 +17,8 @@ from configs import tiny64 as tiny64_lib
 from oasis_jax import demo as demo_lib
 from oasis_jax import inference
 from oasis_jax import palettes
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def demo_config():
@@ -146,6 +150,32 @@ class DemoTest(parameterized.TestCase):
                      (32, 32))
     with self.assertRaisesRegex(demo_lib.DemoError, "No example 'nope'"):
       self.demo.load_example('nope')
+
+  def test_validation_examples_of_the_data_set_at_the_model_size(self):
+    examples = demo_lib.validation_examples(self.model, num=2)
+    self.assertEqual(list(examples), ['validation 0', 'validation 1'])
+    for label in examples.values():
+      self.assertEqual(label.shape, (64, 64))
+      self.assertTrue(0 <= label.min() and label.max() < 6)
+    self.assertFalse(np.array_equal(*examples.values()))
+    # A data set that is not on this machine: no examples, no error.
+    config = demo_config()
+    config.data.name = 'ade20k'
+    config.data.root = os.path.join(self.create_tempdir().full_path, 'no')
+    config.data.num_classes = 151
+    absent = demo_lib.ModelAdapter(inference.Synthesizer(
+        config, inference.random_variables(config), source='absent'))
+    self.assertEqual(demo_lib.validation_examples(absent), {})
+
+  def test_command_line_errors_are_one_line(self):
+    missing = os.path.join(self.create_tempdir().full_path, 'missing')
+    result = subprocess.run(
+        [sys.executable, '-m', 'oasis_jax.demo', f'--checkpoint={missing}'],
+        cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(result.returncode, 1)
+    expected = (r'^ERROR: the demo needs gradio' if demo_lib.gr is None else
+                f'^ERROR: {missing} is not an oasis-jax inference checkpoint')
+    self.assertRegex(result.stderr.strip().splitlines()[-1], expected)
 
   def test_class_names_from_the_data_set_a_file_or_ids(self):
     names = demo_lib.class_names(ml_collections.ConfigDict(

@@ -399,7 +399,10 @@ class Demo:
     """An uploaded label PNG -> int32 [H, W] of the model's size."""
     if not path:
       raise DemoError('No file uploaded.')
-    return self.model.read_label_file(path)
+    try:
+      return self.model.read_label_file(path)
+    except DemoError as e:  # Named as the user knows it, not by its copy.
+      raise DemoError(str(e).replace(path, os.path.basename(path))) from None
 
   def class_id(self, name: str) -> int:
     """The id of a class name of `class_names` ('id: name')."""

@@ -109,9 +109,11 @@ def _sources(page, selector: str) -> list[str]:
                                    'els => els.map(e => e.currentSrc)')
 
 
-_STATUS_JS = """() => { const s = document.querySelector('#status');
-    // Without the timer that gradio shows while an event runs.
-    return (s ? s.innerText : '').replace(/^\\s*[0-9.]+s\\s*/, '').trim(); }"""
+_STATUS_JS = """() => {
+    // The status line's text; null while an event is running.
+    const w = document.querySelector('#status [data-testid=markdown-wrapper]');
+    return (!w || w.classList.contains('pending')) ? null : w.innerText.trim();
+  }"""
 
 
 def _status(page) -> str:
@@ -122,7 +124,8 @@ def _wait_status(page, text: str, old: str) -> str:
   """Waits for a new status line with `text` (or an error); returns it."""
   page.wait_for_function(
       f"""([t, old]) => {{ const x = ({_STATUS_JS})();
-          return x !== old && (x.includes(t) || x.includes('Error')); }}""",
+          return x !== null && x !== old &&
+              (x.includes(t) || x.includes('Error')); }}""",
       arg=[text, old], timeout=_TIMEOUT_MS)
   return _status(page)
 

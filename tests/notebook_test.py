@@ -138,11 +138,14 @@ class NotebookTest(parameterized.TestCase):
     finally:
       os.environ.clear()
       os.environ.update(saved)
-    text, images = '', 0
+    text, images, html = '', 0, ''
     for cell in notebook.cells:
       for output in cell.get('outputs', []):
         text += output.get('text', '')
         images += 'image/png' in output.get('data', {})
+        html += output.get('data', {}).get('text/html', '')
+    if importlib.util.find_spec('gradio') is not None:  # The demo, inline.
+      self.assertIn('<iframe src="http://127.0.0.1:', html)
     self.assertIn('Synthesizer(6 classes, 64x64', text)
     self.assertIn('tiny', text)  # The checkpoint's source, not untrained.
     self.assertNotIn('UNTRAINED', text)

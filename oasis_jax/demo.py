@@ -5,7 +5,7 @@
 
 A gradio page (`pip install -e ".[demo]"`) over a trained generator:
 
-  1. a label map: a bundled example (notebooks/examples, or the data set's
+  1. a label map: a bundled example (oasis_jax/examples, or the data set's
      validation maps with --workdir), an uploaded label PNG (class ids or
      the model's palette colours), then painted over with a brush whose
      colour is picked by class name, on a canvas of the model's size;
@@ -44,15 +44,15 @@ from data_pipelines import transforms
 from oasis_jax import generate as generate_lib
 from oasis_jax import inference
 from oasis_jax import logging_utils
+from oasis_jax import noise as noise_lib
 
 try:
   import gradio as gr  # pylint: disable=g-import-not-at-top
 except ImportError:  # The optional `demo` extra.
   gr = None
 
-EXAMPLES_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'notebooks',
-    'examples')
+EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            'examples')
 MAX_SAMPLES = 8
 NUM_VALIDATION_EXAMPLES = 6  # Validation label maps offered with --workdir.
 INTERPOLATION_STEPS = 21  # Slider positions between two samples (0..1).
@@ -145,7 +145,7 @@ class ModelAdapter:
   @staticmethod
   def noise_path(z0: np.ndarray, z1: np.ndarray, num: int) -> np.ndarray:
     """Noises from z0 to z1 (both included): [num, ...]."""
-    return inference.interpolate_noise(z0, z1, num, 'slerp')
+    return noise_lib.interpolate_noise(z0, z1, num, 'slerp')
 
   def check_label(self, label: np.ndarray, what: str) -> np.ndarray:
     """Class ids the generator takes -> int32 [H, W] (or DemoError)."""

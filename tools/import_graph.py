@@ -54,7 +54,8 @@ LAYERS = (
                  'oasis_jax.evaluators.*')),
     ('loop', ('oasis_jax.train', 'oasis_jax.inference')),
     ('entry', ('oasis_jax.evaluation', 'oasis_jax.export',
-               'oasis_jax.generate', 'oasis_jax.evaluate', 'oasis_jax.main')),
+               'oasis_jax.generate', 'oasis_jax.evaluate', 'oasis_jax.main',
+               'oasis_jax.demo')),
 )
 
 # (importer, imported) -> why the import is inside a function.

@@ -193,6 +193,23 @@ def load_for_config(config):
                          verify_sha256=loss.get('verify_vgg_weights', True))
 
 
+def random_state_dict(channels=vgg.CHANNELS, seed: int = 0,
+                      dtype=np.float32) -> dict[str, np.ndarray]:
+  """Random VGG-19 `features.*` weights (He fan-in scale), for tests and
+  benchmarks: shapes of ImageNet's file with the default widths."""
+  rng = np.random.default_rng(seed)
+  state, c_in = {}, 3
+  for index, block in zip(vgg.CONV_INDICES, vgg._BLOCK_OF_CONV):  # pylint: disable=protected-access
+    c_out = channels[block]
+    std = np.sqrt(2.0 / (c_in * 9))
+    state[f'features.{index}.weight'] = (
+        rng.standard_normal((c_out, c_in, 3, 3)) * std).astype(dtype)
+    state[f'features.{index}.bias'] = (
+        0.05 * rng.standard_normal(c_out)).astype(dtype)
+    c_in = c_out
+  return state
+
+
 def convert_weights(src: str, dst: str, *, verify_sha256: bool = True) -> None:
   """Writes the `features.*` arrays of a .pth (or .npz) to an .npz.
 

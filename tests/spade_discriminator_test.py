@@ -218,7 +218,8 @@ class SpadeDiscriminatorParityTest(parameterized.TestCase):
   def test_fixtures_are_found(self):
     self.assertNotEmpty(_DIRS, f'no spade_d fixture under {_ROOT}')
 
-  @parameterized.parameters(*_DIRS)
+  @parameterized.named_parameters(
+      *[(f'{i}_{os.path.basename(d)}', d) for i, d in enumerate(_DIRS)])
   def test_port_matches_official_fixture(self, directory):
     failures = compare(directory, run_fixture(directory))
     self.assertEmpty(failures, f'{directory}: {failures}')

@@ -410,7 +410,8 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   config.eval.inception_weights is set), mIoU of the ONNX `segmenter` (when
   given) and the proxy mIoU of the checkpoint's discriminator
   ('miou_discriminator': argmax over its N real-class logits vs the input
-  label, don't care ignored). Diversity: `diversity`.
+  label, don't care ignored; None with a note for the SPADE D, which does
+  not segment). Diversity: `diversity`.
 
   Args:
     workdir: the training run's folder.
@@ -440,7 +441,10 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   directory, step = inference.find_checkpoint(workdir, spec)
   _, gen_vars, info = inference.load_workdir_generator(workdir, spec,
                                                        config=config)
-  disc_vars = inference.restore_discriminator(directory, step, config)
+  # The proxy mIoU needs the OASIS D's segmentation; SPADE's D has none.
+  segmenting_d = models.discriminator_kind(config) == 'oasis'
+  disc_vars = (inference.restore_discriminator(directory, step, config)
+               if segmenting_d else None)
   results: dict[str, Any] = {
       'checkpoint': name, 'step': int(info['step']), 'generator':
       info['kind'], 'bn_refresh_batches': int(info['refresh_batches']),
@@ -456,16 +460,18 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
                    in_shardings=(sharding.replicated(mesh),
                                  sharding.batch_sharding(mesh)),
                    out_shardings=sharding.batch_sharding(mesh))
-  disc_vars = jax.device_put(disc_vars, sharding.replicated(mesh))
+  if segmenting_d:
+    disc_vars = jax.device_put(disc_vars, sharding.replicated(mesh))
   conf = {'d': np.zeros((n, n), np.int64),
           'seg': np.zeros((protocol.num_classes,) * 2, np.int64)}
 
   def on_batch(batch, images):
     valid = batch['valid']
     labels = _to_host(batch['label'])[valid]
-    preds = _to_host(seg_fn(disc_vars, images))[valid]
-    conf['d'] += metrics.confusion_matrix(labels, preds, n,
-                                          ignore_index=dontcare)
+    if segmenting_d:
+      preds = _to_host(seg_fn(disc_vars, images))[valid]
+      conf['d'] += metrics.confusion_matrix(labels, preds, n,
+                                            ignore_index=dontcare)
     if onnx is not None:
       conf['seg'] += metrics.segmentation_confusion(
           onnx, _to_host(images)[valid], labels, protocol)
@@ -482,8 +488,14 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
     for batch in eval_batches(config, mesh, eval_batch_size(config, mesh),
                               num_fid_images(config)):
       on_batch(batch, generate(placed, batch['label'], batch['index']))
-  results['miou_discriminator'] = metrics.mean_iou(conf['d'],
-                                                   ignore_index=dontcare)
+  if segmenting_d:
+    results['miou_discriminator'] = metrics.mean_iou(conf['d'],
+                                                     ignore_index=dontcare)
+  else:
+    results['miou_discriminator'] = None
+    results['miou_discriminator_note'] = (
+        "not available: config.discriminator.kind='spade' (SPADE's PatchGAN "
+        'does not segment); use an ONNX segmenter for mIoU')
   if onnx is not None:
     results['miou'] = metrics.mean_iou(conf['seg'])
     results['miou_segmenter'] = os.path.abspath(segmenter)

@@ -155,7 +155,7 @@ def state_dict_to_params(state: Mapping[str, np.ndarray],
   """
   params, widths = {}, [None] * 5
   c_in = 3
-  for index, block in zip(vgg.CONV_INDICES, vgg._BLOCK_OF_CONV):  # pylint: disable=protected-access
+  for index, block in zip(vgg.CONV_INDICES, vgg.CONV_BLOCKS):
     w_key, b_key = f'features.{index}.weight', f'features.{index}.bias'
     if w_key not in state or b_key not in state:
       raise VggWeightsError(f'{path}: no {w_key} / {b_key}; expected the '
@@ -199,7 +199,7 @@ def random_state_dict(channels=vgg.CHANNELS, seed: int = 0,
   benchmarks: shapes of ImageNet's file with the default widths."""
   rng = np.random.default_rng(seed)
   state, c_in = {}, 3
-  for index, block in zip(vgg.CONV_INDICES, vgg._BLOCK_OF_CONV):  # pylint: disable=protected-access
+  for index, block in zip(vgg.CONV_INDICES, vgg.CONV_BLOCKS):
     c_out = channels[block]
     std = np.sqrt(2.0 / (c_in * 9))
     state[f'features.{index}.weight'] = (
@@ -208,6 +208,18 @@ def random_state_dict(channels=vgg.CHANNELS, seed: int = 0,
         0.05 * rng.standard_normal(c_out)).astype(dtype)
     c_in = c_out
   return state
+
+
+def check_for_config(config) -> None:
+  """Start-up check of config.loss.vgg_weights when the VGG loss is on.
+
+  Raises:
+    MissingVggWeightsError, VggWeightsError: see `read_state_dict`.
+  """
+  if config.loss.get('use_vgg', False):
+    check_vgg_weights(config.loss.vgg_weights,
+                      verify_sha256=config.loss.get('verify_vgg_weights',
+                                                    True))
 
 
 def convert_weights(src: str, dst: str, *, verify_sha256: bool = True) -> None:

@@ -12,7 +12,7 @@ from oasis_jax.models import layers
 # max-pool precedes blocks 2..5; relu<block>_1 follows each block's first
 # conv (indices 0, 5, 10, 19, 28), and the compared features are those.
 CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28)
-_BLOCK_OF_CONV = (0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4)
+CONV_BLOCKS = (0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4)
 FEATURE_CONVS = (0, 5, 10, 19, 28)  # Their ReLUs give relu1_1..relu5_1.
 CHANNELS = (64, 128, 256, 512, 512)  # Widths of blocks 1..5 (ImageNet's).
 FEATURE_NAMES = ('relu1_1', 'relu2_1', 'relu3_1', 'relu4_1', 'relu5_1')
@@ -65,7 +65,7 @@ class VGG19Features(nn.Module):
     x = x.astype(dtype)
     features = []
     block = 0
-    for index, conv_block in zip(CONV_INDICES, _BLOCK_OF_CONV):
+    for index, conv_block in zip(CONV_INDICES, CONV_BLOCKS):
       if conv_block != block:
         x = max_pool2x_floor(x)
         block = conv_block

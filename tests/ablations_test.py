@@ -6,6 +6,8 @@ use 4 of the 8 fake CPU devices.
 """
 
 import os
+import subprocess
+import sys
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -30,6 +32,7 @@ from oasis_jax import vgg_weights
 _CELLS = {'oasis_vgg': oasis_vgg, 'spade_d': spade_d,
           'spade_d_vgg': spade_d_vgg}
 _NUM_DEVICES = 4
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _changes(config, base, prefix=''):
@@ -125,6 +128,40 @@ class AblationConfigsTest(parameterized.TestCase):
     path = export.export(run['workdir'], self.create_tempdir().full_path,
                          with_discriminator=True, config=run['config'])
     self.assertTrue(os.path.isdir(path))
+
+
+class MainStartUpTest(parameterized.TestCase):
+  """`python -m oasis_jax.main` stops at start-up with one FATAL line."""
+
+  def _run_main(self, config_file, *overrides):
+    workdir = self.create_tempdir().full_path
+    result = subprocess.run(
+        [sys.executable, '-m', 'oasis_jax.main',
+         f'--config={os.path.join(_REPO, config_file)}',
+         f'--workdir={workdir}', *overrides], cwd=_REPO,
+        env=dict(os.environ, PYTHONPATH=_REPO,
+                 XLA_FLAGS='--xla_force_host_platform_device_count=1'),
+        capture_output=True, text=True, check=False, timeout=300)
+    self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertEmpty(os.listdir(workdir))  # Nothing trained or written.
+    return [l for l in result.stderr.splitlines() if l.startswith('FATAL')]
+
+  def test_missing_vgg_weights_name_file_url_and_key(self):
+    fatal = self._run_main('configs/ablations/oasis_vgg.py',
+                           '--config.eval.fid_every_steps=-1')
+    self.assertLen(fatal, 1)
+    for part in ('config.loss.vgg_weights is empty', 'vgg19-dcbb9e9d.pth',
+                 vgg_weights.WEIGHTS_URL):
+      self.assertIn(part, fatal[0])
+
+  def test_labelmix_with_spade_discriminator_is_refused(self):
+    fatal = self._run_main('configs/ablations/spade_d.py',
+                           '--config.loss.use_labelmix=True')
+    self.assertEqual(fatal, [
+        "FATAL config.loss.use_labelmix=True needs the OASIS discriminator; "
+        "with config.discriminator.kind='spade' (hinge + feature matching) "
+        'set config.loss.use_labelmix=False.'])
 
 
 class AblationStepTest(parameterized.TestCase):

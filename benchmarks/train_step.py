@@ -4,6 +4,11 @@
       --config.data.image_size=64 --config.train.batch_size=1 \
       --config.generator.channels=16
 
+The ablation cells: --config=configs/ablations/{oasis_vgg,spade_d,
+spade_d_vgg}.py (or --config.discriminator.kind=spade, --config.loss.use_vgg=
+True ...); with the VGG loss on and config.loss.vgg_weights empty, random
+weights of ImageNet VGG-19's shapes are used (same cost).
+
 Prints a table and, as its last line, one JSON object with s_per_iter,
 images_per_s, compile_s, peak_rss_mib, flops_per_iter and flop_per_s.
 Synthetic inputs (random image, random label map): no data set needed.
@@ -24,6 +29,7 @@ from oasis_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-i
 from oasis_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
+from oasis_jax import vgg_weights  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config.',
                                           lock_config=True)
@@ -39,18 +45,26 @@ def main(argv):
   state = jax.jit(functools.partial(train_state.create_train_state, config),
                   out_shardings=repl)(jax.random.PRNGKey(config.seed))
   batch = jax.device_put(common.make_batch(config), data)
-  step = jax.jit(functools.partial(steps.train_step, config=config),
-                 in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                 donate_argnums=0,
+  use_vgg = config.loss.get('use_vgg', False)
+  vgg = None
+  if use_vgg:
+    vgg = (vgg_weights.load_for_config(config)[0] if config.loss.vgg_weights
+           else vgg_weights.state_dict_to_params(
+               vgg_weights.random_state_dict())[0])
+    vgg = jax.device_put(vgg, repl)
+  step = jax.jit(lambda s, b, r, v: steps.train_step(s, b, r, config=config,
+                                                     vgg_params=v),
+                 in_shardings=(repl, data, repl, repl),
+                 out_shardings=(repl, repl), donate_argnums=0,
                  compiler_options=steps.compiler_options(config))
   rng = jax.device_put(jax.random.PRNGKey(1), repl)  # Not donated.
   compiled, compile_s, flops = common.compile_with_cost(step, state, batch,
-                                                        rng)
+                                                        rng, vgg)
   host_memory.trim_heap()  # As train.py does after compiling.
   holder = {'state': state}
 
   def run():
-    holder['state'], metrics = compiled(holder['state'], batch, rng)
+    holder['state'], metrics = compiled(holder['state'], batch, rng, vgg)
     return metrics
 
   median, times = common.time_compiled(run, _WARMUP.value, _RUNS.value)
@@ -61,6 +75,8 @@ def main(argv):
       'generator_channels': config.generator.channels,
       'num_classes': config.data.num_classes,
       'compute_dtype': config.perf.compute_dtype, 'remat': config.perf.remat,
+      'discriminator': config.discriminator.get('kind', 'oasis'),
+      'vgg_loss': bool(use_vgg),
       'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
       's_per_iter': median, 'images_per_s': b / median,
       'compile_s': compile_s, 'peak_rss_mib': common.peak_rss_mib(),

@@ -36,14 +36,34 @@ def get_config():
   gen.norm = 'batch'  # Parameter-free norm in SPADE: 'batch' or 'instance'.
 
   config.discriminator = disc = ml_collections.ConfigDict()
+  # 'oasis': the U-Net segmenter with the N+1 loss (the paper's model);
+  # 'spade': SPADE's multi-scale PatchGAN on [one-hot | image] with hinge
+  # losses and feature matching (the paper's ablation, configs/ablations/).
+  disc.kind = 'oasis'
+  # 'oasis' only:
   disc.channels = (128, 128, 256, 256, 512, 512)  # Encoder widths.
   disc.last_channels = 64  # Width of the last decoder block.
   disc.use_spectral_norm = True
+  # 'spade' only (SPADE's num_D, n_layers_D, ndf; spectral norm always):
+  disc.num_scales = 2  # Sub-discriminators, each on a 2x coarser input.
+  disc.num_layers = 4  # Conv groups before the logit conv.
+  disc.base_channels = 64  # Width of the first conv; doubles up to 512.
 
   config.loss = loss = ml_collections.ConfigDict()
+  # 'oasis' D only (refused with kind 'spade'):
   loss.use_class_balancing = True
   loss.use_labelmix = True
   loss.lambda_labelmix = 10.0
+  # 'spade' D only: weight of the discriminator feature matching (official
+  # SPADE 10); ignored by the OASIS D.
+  loss.lambda_feat = 10.0
+  # Either D: the VGG-19 perceptual loss on G (official --add_vgg_loss).
+  loss.use_vgg = False
+  loss.lambda_vgg = 10.0  # Official value.
+  # vgg19-dcbb9e9d.pth (torchvision's ImageNet VGG-19) or an .npz of it
+  # (python -m oasis_jax.vgg_weights); frozen, not checkpointed.
+  loss.vgg_weights = ''
+  loss.verify_vgg_weights = True  # False only for other weights (tests).
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.lr_g = 1e-4

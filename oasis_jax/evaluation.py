@@ -18,6 +18,7 @@ import ml_collections
 from oasis_jax import checkpointing
 from oasis_jax import inception
 from oasis_jax import inference
+from oasis_jax import models
 from oasis_jax import sharding
 from oasis_jax.evaluators import common
 from oasis_jax.evaluators import diversity as diversity_lib
@@ -45,7 +46,8 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   config.eval.inception_weights is set), mIoU of the ONNX `segmenter` (when
   given) and the proxy mIoU of the checkpoint's discriminator
   ('miou_discriminator': argmax over its N real-class logits vs the input
-  label, don't care ignored). Diversity: `evaluators.diversity`.
+  label, don't care ignored; None with a note for the SPADE D, which does
+  not segment). Diversity: `evaluators.diversity`.
 
   Args:
     workdir: the training run's folder.
@@ -74,7 +76,9 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   directory, step = checkpointing.find_checkpoint(workdir, spec)
   _, gen_vars, info = inference.load_workdir_generator(workdir, spec,
                                                        config=config)
-  disc_vars = checkpointing.restore_discriminator(directory, step, config)
+  # The proxy mIoU needs the OASIS D's segmentation; SPADE's D has none.
+  disc_vars = (checkpointing.restore_discriminator(directory, step, config)
+               if models.discriminator_kind(config) == 'oasis' else None)
   results: dict[str, Any] = {
       'checkpoint': name, 'step': int(info['step']), 'generator':
       info['kind'], 'bn_refresh_batches': int(info['refresh_batches']),

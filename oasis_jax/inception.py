@@ -18,7 +18,6 @@ batch sharded over the 'data' axis of a device mesh.
 """
 
 import functools
-import hashlib
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
@@ -45,8 +44,6 @@ FEATURE_DIM = 2048  # pool3 features.
 BN_EPSILON = 1e-3  # TF's value; not PyTorch's or Flax's default.
 
 # Entries of an .npz written by `convert_weights`, next to the state dict.
-_NPZ_SOURCE_SHA256 = '__source_sha256__'  # SHA-256 of the .pth it came from.
-_NPZ_CONTENT_SHA256 = '__content_sha256__'  # `_content_sha256` of the arrays.
 _IGNORED_SUFFIXES = ('.num_batches_tracked',)
 _IGNORED_PREFIXES = ('fc.',)  # The 1008-way classifier; FID never uses it.
 
@@ -266,34 +263,9 @@ class FIDInceptionV3(nn.Module):
 # ----------------------------------------------------------------------------
 
 
-def _sha256_file(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def _content_sha256(state: Mapping[str, np.ndarray]) -> str:
-  """A hash of the arrays (names, dtypes, shapes, values), format-free."""
-  digest = hashlib.sha256()
-  for key in sorted(state):
-    value = np.ascontiguousarray(state[key])
-    value = value.astype(value.dtype.newbyteorder('<'), copy=False)
-    digest.update(f'{key}|{value.dtype.str}|{value.shape}|'.encode())
-    digest.update(value.tobytes())
-  return digest.hexdigest()
-
-
 def _read_npz(path: str) -> Tuple[dict[str, np.ndarray], dict[str, str]]:
-  """Returns (state dict, metadata entries written by `convert_weights`)."""
-  state, meta = {}, {}
-  for key, value in _read(path).items():
-    if key in (_NPZ_SOURCE_SHA256, _NPZ_CONTENT_SHA256):
-      meta[key] = str(value)
-    else:
-      state[key] = value
-  return state, meta
+  """Returns (state dict, provenance entries written by `convert_weights`)."""
+  return weights.split_provenance(_read(path))
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
@@ -323,13 +295,13 @@ def _verify(path: str, kind: str, meta: Optional[Mapping[str, str]],
           '(verify_sha256=False; --noverify_inception_weights in '
           'oasis_jax.evaluate).')
   if kind == 'pth':
-    sha = _sha256_file(path)
+    sha = weights.sha256_file(path)
     if sha != WEIGHTS_SHA256:
       raise InceptionWeightsError(
           f'{path} has SHA-256 {sha}, not {WEIGHTS_SHA256} of '
           f'{WEIGHTS_FILENAME} ({WEIGHTS_URL}). {hint}')
     return
-  source = (meta or {}).get(_NPZ_SOURCE_SHA256)
+  source = (meta or {}).get(weights.NPZ_SOURCE_SHA256)
   if source != WEIGHTS_SHA256:
     recorded = (f'it records the source SHA-256 {source}' if source else
                 'it records no source')
@@ -338,8 +310,8 @@ def _verify(path: str, kind: str, meta: Optional[Mapping[str, str]],
         f'(SHA-256 {WEIGHTS_SHA256}): {recorded}. Convert the .pth with '
         '`python -m oasis_jax.inception --input=FILE.pth --output=FILE.npz`. '
         f'{hint}')
-  content = _content_sha256(state)
-  if content != meta.get(_NPZ_CONTENT_SHA256):
+  content = weights.content_sha256(state)
+  if content != meta.get(weights.NPZ_CONTENT_SHA256):
     raise InceptionWeightsError(
         f'{path}: the arrays do not match the content hash recorded at '
         'conversion (the file was modified or is corrupt).')
@@ -501,10 +473,8 @@ def convert_weights(src: str, dst: str, *, verify_sha256: bool = True) -> None:
   state_dict_to_variables(state)  # Fails on a file of the wrong network.
   os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
   if dst_kind == 'npz':
-    meta = {_NPZ_SOURCE_SHA256: np.array(_sha256_file(src)),
-            _NPZ_CONTENT_SHA256: np.array(_content_sha256(state))}
     with open(dst, 'wb') as f:
-      np.savez(f, **state, **meta)
+      np.savez(f, **state, **weights.provenance(src, state))
   else:
     import torch  # pylint: disable=g-import-not-at-top
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v))

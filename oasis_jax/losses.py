@@ -1,6 +1,7 @@
-"""OASIS losses: N+1 cross-entropy with class balancing, and LabelMix."""
+"""OASIS losses (N+1 cross-entropy, class balancing, LabelMix) and the
+ablations' (VGG perceptual loss; SPADE D's hinge and feature matching)."""
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -121,3 +122,83 @@ def labelmix_loss(mask: jax.Array, d_real: jax.Array, d_fake: jax.Array,
   """
   target = mask * d_real + (1 - mask) * d_fake
   return jnp.mean(jnp.square(d_mixed - target))
+
+
+# ----------------------------------------------------------------------------
+# The ablations: VGG perceptual loss; SPADE discriminator's objective.
+# ----------------------------------------------------------------------------
+
+# Weights of relu1_1 .. relu5_1 in the VGG loss (official OASIS / pix2pixHD).
+VGG_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+
+def _mean_abs_diff(a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+
+
+def vgg_loss(fake_features: Sequence[jax.Array],
+             real_features: Sequence[jax.Array]) -> jax.Array:
+  """sum_i w_i * mean|phi_i(fake) - stop_gradient(phi_i(real))| (unscaled).
+
+  Args:
+    fake_features, real_features: the five VGG-19 maps relu1_1..relu5_1
+      (models.vgg.VGG19Features) of the fake and the real images.
+
+  Returns:
+    The scalar loss, without lambda_vgg; each mean is over all B*H*W*C.
+  """
+  total = jnp.zeros((), jnp.float32)
+  for w, f, r in zip(VGG_LAYER_WEIGHTS, fake_features, real_features,
+                     strict=True):
+    total = total + w * _mean_abs_diff(f, jax.lax.stop_gradient(r))
+  return total
+
+
+def hinge_d_loss(fake_logits: Sequence[jax.Array],
+                 real_logits: Sequence[jax.Array]) -> tuple[jax.Array,
+                                                           jax.Array]:
+  """SPADE's D hinge terms, each averaged over the scales.
+
+  Args:
+    fake_logits, real_logits: per scale, the [B, h, w, 1] logit maps.
+
+  Returns:
+    (mean_i mean(relu(1 + fake_i)), mean_i mean(relu(1 - real_i))).
+  """
+  fake = sum(jnp.mean(jax.nn.relu(1.0 + l)) for l in fake_logits)
+  real = sum(jnp.mean(jax.nn.relu(1.0 - l)) for l in real_logits)
+  return fake / len(fake_logits), real / len(real_logits)
+
+
+def hinge_g_loss(fake_logits: Sequence[jax.Array]) -> jax.Array:
+  """The generator's adversarial term: mean_i -mean(fake_i) (not a hinge)."""
+  return sum(-jnp.mean(l) for l in fake_logits) / len(fake_logits)
+
+
+def feature_matching_terms(fake_features: Sequence[Sequence[jax.Array]],
+                           real_features: Sequence[Sequence[jax.Array]]
+                           ) -> jax.Array:
+  """mean|fake[i][j] - stop_gradient(real[i][j])| of every scale and layer.
+
+  Args:
+    fake_features, real_features: per scale, the discriminator's
+      intermediate outputs (the logits excluded).
+
+  Returns:
+    [num_scales, num_layers] float32.
+  """
+  return jnp.stack([jnp.stack([
+      _mean_abs_diff(f, jax.lax.stop_gradient(r)) for f, r in zip(
+          fs, rs, strict=True)]) for fs, rs in zip(fake_features,
+                                                  real_features, strict=True)])
+
+
+def feature_matching_loss(fake_features: Sequence[Sequence[jax.Array]],
+                          real_features: Sequence[Sequence[jax.Array]]
+                          ) -> jax.Array:
+  """SPADE's discriminator feature matching, without lambda_feat.
+
+  Summed over the intermediate layers, averaged over the scales.
+  """
+  terms = feature_matching_terms(fake_features, real_features)
+  return jnp.sum(terms) / terms.shape[0]

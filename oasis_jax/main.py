@@ -25,8 +25,10 @@ from ml_collections import config_flags
 import data_pipelines
 from oasis_jax import inception
 from oasis_jax import logging_utils
+from oasis_jax import models
 from oasis_jax import sharding
 from oasis_jax import train
+from oasis_jax import vgg_weights
 from oasis_jax.evaluators import fid as fid_evaluator
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -94,9 +96,16 @@ def main(argv: Sequence[str]) -> None:
   logging.info('Configuration:\n%s', config)
   logging.info('Devices: %s', describe_devices())
   try:
+    models.discriminator_kind(config)  # Refuses what it cannot combine.
+  except ValueError as e:
+    sys.stderr.write(f'FATAL {e}\n')
+    sys.exit(1)
+  try:
+    vgg_weights.check_for_config(config)  # Before any training.
     evaluate_fn = create_evaluate_fn(config, workdir)
   except (inception.MissingInceptionWeightsError,
-          inception.InceptionWeightsError) as e:
+          inception.InceptionWeightsError, vgg_weights.MissingVggWeightsError,
+          vgg_weights.VggWeightsError) as e:
     sys.stderr.write(f'FATAL {e}\n')
     sys.exit(1)
   if jax.process_index() == 0:

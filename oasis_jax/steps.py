@@ -56,23 +56,40 @@ def _apply(module, params, stats, *args, train: bool, **kwargs):
 
 
 def generator_step(state: train_state_lib.TrainState, image, label, z,
-                   weights, *, config):
-  """One G update: adversarial N+1 loss through D, Adam on G's params.
+                   weights, *, config, vgg_params=None):
+  """One G update: adversarial loss through D, Adam on G's params.
+
+  The OASIS D's N+1 loss, or (config.discriminator.kind 'spade') SPADE's
+  -mean(logits) plus feature matching; plus the VGG loss when `vgg_params`
+  (the frozen VGG-19's, a constant) are given.
 
   Returns the new state, the metrics, and the auxiliary outputs (fake image,
-  D logits on it, G gradients) for tests.
+  D outputs on it, G gradients) for tests.
   """
-  del image
   gen, disc = models.make_generator(config), models.make_discriminator(config)
   g, d = state.generator, state.discriminator
+  spade = models.discriminator_kind(config) == 'spade'
 
   def loss_fn(g_params):
     fake, g_stats = _apply(gen, g_params, g.batch_stats, label, z, train=True)
-    logits, d_stats = _apply(disc, d.params, d.batch_stats, fake, train=True)
-    loss = losses.n_plus_one_loss(logits, label, real=True, weights=weights)
-    return loss, (g_stats, d_stats, fake, logits)
+    if spade:
+      logits, d_stats, metrics = _spade_generator_loss(disc, d, fake, image,
+                                                       label, config)
+      loss = metrics['g/adv'] + metrics['g/feat']
+    else:
+      logits, d_stats = _apply(disc, d.params, d.batch_stats, fake,
+                               train=True)
+      loss = losses.n_plus_one_loss(logits, label, real=True,
+                                    weights=weights)
+      metrics = {'g/adv': loss}
+    if vgg_params is not None:
+      metrics['g/vgg'] = config.loss.lambda_vgg * vgg_loss(
+          vgg_params, fake, image, config=config)
+      loss = loss + metrics['g/vgg']
+    metrics['g/total'] = loss
+    return loss, (g_stats, d_stats, fake, logits, metrics)
 
-  (loss, (g_stats, d_stats, fake, logits)), grads = jax.value_and_grad(
+  (_, (g_stats, d_stats, fake, logits, metrics)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(g.params)
   updates, opt_state = state.g_tx.update(grads, g.opt_state, g.params)
   g = g.replace(params=optax.apply_updates(g.params, updates),
@@ -81,7 +98,66 @@ def generator_step(state: train_state_lib.TrainState, image, label, z,
   d = d.replace(batch_stats=d_stats)
   state = state.replace(generator=g, discriminator=d)
   aux = {'fake': fake, 'd_fake': logits, 'grads': grads}
-  return state, {'g/adv': loss, 'g/total': loss}, aux
+  return state, metrics, aux
+
+
+def vgg_loss(vgg_params, fake, image, *, config) -> jax.Array:
+  """The unscaled VGG-19 loss of fake vs image ([B, H, W, 3] in [-1, 1]).
+
+  One VGG call on [fake; image] (no layer mixes the batch); the real half's
+  features carry no gradient, the VGG parameters are constants.
+  """
+  vgg_params = jax.lax.stop_gradient(vgg_params)
+  feats = models.make_vgg(config, vgg_params).apply(
+      {'params': vgg_params}, jnp.concatenate([fake, image]))
+  b = fake.shape[0]
+  return losses.vgg_loss([f[:b] for f in feats], [f[b:] for f in feats])
+
+
+def _split_fake_real(outputs, b: int):
+  """SPADE D outputs of [fake; real] -> (fake halves, real halves)."""
+  return ([[f[:b] for f in scale] for scale in outputs],
+          [[f[b:] for f in scale] for scale in outputs])
+
+
+def _spade_generator_loss(disc, d, fake, image, label, config):
+  """SPADE D on [fake; real] (one training-mode call) -> G's loss terms."""
+  outputs, d_stats = _apply(disc, d.params, d.batch_stats,
+                            jnp.concatenate([fake, image]),
+                            jnp.concatenate([label, label]), train=True)
+  fake_out, real_out = _split_fake_real(outputs, fake.shape[0])
+  metrics = {
+      'g/adv': losses.hinge_g_loss([o[-1] for o in fake_out]),
+      'g/feat': config.loss.lambda_feat * losses.feature_matching_loss(
+          [o[:-1] for o in fake_out], [o[:-1] for o in real_out])}
+  return fake_out, d_stats, metrics
+
+
+def _spade_discriminator_step(state, image, label, fake, g_stats, *, config):
+  """One D update with SPADE's D: hinge on D([fake; real]), one call."""
+  disc = models.make_discriminator(config)
+  g, d = state.generator, state.discriminator
+
+  def loss_fn(d_params):
+    outputs, stats = _apply(disc, d_params, d.batch_stats,
+                            jnp.concatenate([fake, image]),
+                            jnp.concatenate([label, label]), train=True)
+    fake_out, real_out = _split_fake_real(outputs, fake.shape[0])
+    loss_fake, loss_real = losses.hinge_d_loss([o[-1] for o in fake_out],
+                                               [o[-1] for o in real_out])
+    metrics = {'d/fake': loss_fake, 'd/real': loss_real,
+               'd/total': loss_fake + loss_real}
+    aux = {'fake': fake, 'd_fake': fake_out, 'd_real': real_out}
+    return loss_fake + loss_real, (stats, metrics, aux)
+
+  (_, (d_stats, metrics, aux)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(d.params)
+  updates, opt_state = state.d_tx.update(grads, d.opt_state, d.params)
+  d = d.replace(params=optax.apply_updates(d.params, updates),
+                batch_stats=d_stats, opt_state=opt_state)
+  aux['grads'] = grads
+  return (state.replace(generator=g.replace(batch_stats=g_stats),
+                        discriminator=d), metrics, aux)
 
 
 def discriminator_step(state: train_state_lib.TrainState, image, label, z,
@@ -95,6 +171,9 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
   g, d = state.generator, state.discriminator
   fake, g_stats = _apply(gen, g.params, g.batch_stats, label, z, train=True)
   fake = jax.lax.stop_gradient(fake)
+  if models.discriminator_kind(config) == 'spade':
+    return _spade_discriminator_step(state, image, label, fake, g_stats,
+                                     config=config)
   use_labelmix = config.loss.use_labelmix and mask is not None
 
   mixed = losses.labelmix_images(mask, image, fake) if use_labelmix else None
@@ -143,7 +222,8 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
 
 
 def train_step(state: train_state_lib.TrainState, batch, rng: jax.Array, *,
-               config, noise=None, labelmix_mask=None, return_aux=False):
+               config, noise=None, labelmix_mask=None, return_aux=False,
+               vgg_params=None):
   """One OASIS iteration: G step, D step, EMA update.
 
   Args:
@@ -157,10 +237,15 @@ def train_step(state: train_state_lib.TrainState, batch, rng: jax.Array, *,
     labelmix_mask: optional [B, H, W, 1] LabelMix mask (default: one random
       bit per class id, drawn from rng).
     return_aux: also return every intermediate output (for tests).
+    vgg_params: the frozen VGG-19's parameters (vgg_weights.load_for_config)
+      when config.loss.use_vgg, else None.
 
   Returns:
     (new state, metrics) — and the auxiliary outputs with return_aux.
   """
+  if config.loss.get('use_vgg', False) and vgg_params is None:
+    raise ValueError('config.loss.use_vgg=True: pass the VGG-19 parameters '
+                     '(vgg_params=vgg_weights.load_for_config(config)[0]).')
   image, label = preprocess_batch(batch)
   rng = jax.random.fold_in(rng, state.step)
   z1_rng, z2_rng, mix_rng = jax.random.split(rng, 3)
@@ -172,7 +257,8 @@ def train_step(state: train_state_lib.TrainState, batch, rng: jax.Array, *,
     labelmix_mask = losses.make_labelmix_mask(label, bits)
   weights = balance_weights(label, config)
   state, g_metrics, g_aux = generator_step(
-      state, image, label, noise[0], weights, config=config)
+      state, image, label, noise[0], weights, config=config,
+      vgg_params=vgg_params)
   state, d_metrics, d_aux = discriminator_step(
       state, image, label, noise[1], weights, labelmix_mask, config=config)
   ema = state.ema

@@ -39,6 +39,7 @@ from oasis_jax import palettes
 from oasis_jax import sharding
 from oasis_jax import steps
 from oasis_jax import train_state as train_state_lib
+from oasis_jax import vgg_weights
 
 # The pure functions of one iteration, re-exported: train_step(state, batch,
 # rng, *, config) -> (state, metrics) folds state.step into rng.
@@ -82,14 +83,28 @@ def make_train_step(config, mesh: jax.sharding.Mesh, state_sharding: Any):
 
   The state (donated) and the key are replicated, the batch is split over
   'data'; metrics come back replicated. BatchNorm statistics cover the global
-  batch (XLA inserts the cross-device reductions).
+  batch (XLA inserts the cross-device reductions). With config.loss.use_vgg
+  the frozen VGG-19 weights are read here, once, placed replicated and
+  passed to every call (an argument: not in the state, not checkpointed).
+
+  Raises:
+    vgg_weights.MissingVggWeightsError, vgg_weights.VggWeightsError: the VGG
+      loss is on and its weights file is missing or not the expected one.
   """
-  return jax.jit(
-      functools.partial(train_step, config=config),
-      in_shardings=(state_sharding, sharding.batch_sharding(mesh),
-                    sharding.replicated(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)),
+  in_shardings = (state_sharding, sharding.batch_sharding(mesh),
+                  sharding.replicated(mesh))
+  jit = functools.partial(
+      jax.jit, out_shardings=(state_sharding, sharding.replicated(mesh)),
       donate_argnums=0, compiler_options=steps.compiler_options(config))
+  vgg = vgg_weights.load_for_config(config)
+  if vgg is None:
+    return jit(functools.partial(train_step, config=config),
+               in_shardings=in_shardings)
+  vgg_params = sharding.put_replicated(vgg[0], mesh)
+  p_step = jit(lambda state, batch, rng, vgg_params: train_step(
+      state, batch, rng, config=config, vgg_params=vgg_params),
+               in_shardings=in_shardings + (sharding.replicated(mesh),))
+  return lambda state, batch, rng: p_step(state, batch, rng, vgg_params)
 
 
 class _Sampler:

@@ -65,8 +65,11 @@ def init_variables(config, rng: jax.Array):
   if config.generator.use_3d_noise:
     z = jnp.zeros((1, config.generator.z_dim), jnp.float32)
   g_vars = models.make_generator(config).init(g_rng, label, z, train=False)
-  d_vars = models.make_discriminator(config).init(
-      d_rng, jnp.zeros((1, h, w, 3), jnp.float32), train=False)
+  d_inputs = (jnp.zeros((1, h, w, 3), jnp.float32),)
+  if models.discriminator_kind(config) == 'spade':  # D([label | image]).
+    d_inputs += (label,)
+  d_vars = models.make_discriminator(config).init(d_rng, *d_inputs,
+                                                  train=False)
   return _split(g_vars), _split(d_vars)
 
 

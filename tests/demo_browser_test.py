@@ -29,7 +29,7 @@ import pytest
 
 from configs import tiny64 as tiny64_lib
 from oasis_jax import inference
-from oasis_jax import inference_checkpoint
+from oasis_jax import checkpointing
 from oasis_jax import palettes
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -191,7 +191,7 @@ class DemoBrowserTest(absltest.TestCase):
     pytest.importorskip('gradio')
     root = tempfile.mkdtemp(prefix='demo_browser_test_')
     self.addCleanup(shutil.rmtree, root, True)
-    checkpoint = inference_checkpoint.save(
+    checkpoint = checkpointing.save_inference(
         os.path.join(root, 'ckpt'), demo_config(),
         inference.random_variables(demo_config(), seed=3), source='tiny')
     label = _label()

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from oasis_jax import inception
+from oasis_jax import weights
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SETS = ('real', 'fake', 'odd', 'wide')
@@ -197,7 +198,7 @@ class WeightsTest(parameterized.TestCase):
   def test_converter_round_trips_and_verifies(self):
     npz = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.npz')
     back = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.pth')
-    sha = inception._sha256_file(self.pth)
+    sha = weights.sha256_file(self.pth)
     with mock.patch.object(inception, 'WEIGHTS_SHA256', sha):
       inception.check_inception_weights(self.pth)
       inception.convert_weights(self.pth, npz)
@@ -218,7 +219,7 @@ class WeightsTest(parameterized.TestCase):
 
   def test_modified_npz_fails_the_content_check(self):
     npz = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.npz')
-    sha = inception._sha256_file(self.pth)
+    sha = weights.sha256_file(self.pth)
     with mock.patch.object(inception, 'WEIGHTS_SHA256', sha):
       inception.convert_weights(self.pth, npz)
       with np.load(npz) as f:

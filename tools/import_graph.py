@@ -47,7 +47,7 @@ LAYERS = (
     ('pieces', ('oasis_jax.train_state', 'oasis_jax.losses',
                 'oasis_jax.palettes', 'oasis_jax.input_pipeline',
                 'oasis_jax.inception', 'oasis_jax.lpips', 'oasis_jax.fid',
-                'oasis_jax.metrics')),
+                'oasis_jax.metrics', 'oasis_jax.vgg_weights')),
     ('steps', ('oasis_jax.steps', 'oasis_jax.checkpointing',
                'oasis_jax.convert_torch')),
     ('refresh', ('oasis_jax.ema_refresh', 'oasis_jax.evaluators',

@@ -63,7 +63,8 @@ class MiouEvaluator:
 
   def __init__(self, config, mesh: jax.sharding.Mesh,
                discriminator: common.Variables, segmenter: str = ''):
-    """`discriminator`: D's variables; `segmenter`: an .onnx file or ''."""
+    """`discriminator`: D's variables, or None for a discriminator that
+    does not segment (SPADE's PatchGAN); `segmenter`: an .onnx file or ''."""
     self._num_classes = int(config.data.num_classes)
     self._dontcare = dontcare_id(config)
     self._protocol = segmentation_protocol(config)
@@ -74,8 +75,9 @@ class MiouEvaluator:
         in_shardings=(sharding.replicated(mesh),
                       sharding.batch_sharding(mesh)),
         out_shardings=sharding.batch_sharding(mesh))
-    self._discriminator = jax.device_put(discriminator,
-                                         sharding.replicated(mesh))
+    self._discriminator = (
+        None if discriminator is None else
+        jax.device_put(discriminator, sharding.replicated(mesh)))
     n = self._num_classes
     self._conf_d = np.zeros((n, n), np.int64)
     self._conf_seg = np.zeros((self._protocol.num_classes,) * 2, np.int64)
@@ -84,10 +86,11 @@ class MiouEvaluator:
     """One global batch ('label', 'valid') and its generated images."""
     valid = batch['valid']
     labels = batching.to_host(batch['label'])[valid]
-    preds = batching.to_host(self._segment(self._discriminator,
-                                           images))[valid]
-    self._conf_d += metrics.confusion_matrix(
-        labels, preds, self._num_classes, ignore_index=self._dontcare)
+    if self._discriminator is not None:
+      preds = batching.to_host(self._segment(self._discriminator,
+                                             images))[valid]
+      self._conf_d += metrics.confusion_matrix(
+          labels, preds, self._num_classes, ignore_index=self._dontcare)
     if self._onnx is not None:
       self._conf_seg += metrics.segmentation_confusion(
           self._onnx, batching.to_host(images)[valid], labels,
@@ -95,8 +98,13 @@ class MiouEvaluator:
 
   def results(self) -> dict[str, Any]:
     """'miou_discriminator', and with a segmenter 'miou' and its protocol."""
-    out = {'miou_discriminator': metrics.mean_iou(
-        self._conf_d, ignore_index=self._dontcare)}
+    if self._discriminator is not None:
+      out = {'miou_discriminator': metrics.mean_iou(
+          self._conf_d, ignore_index=self._dontcare)}
+    else:
+      out = {'miou_discriminator': None, 'miou_discriminator_note': (
+          "not available: config.discriminator.kind='spade' (SPADE's "
+          'PatchGAN does not segment); use an ONNX segmenter for mIoU')}
     if self._onnx is not None:
       out['miou'] = metrics.mean_iou(self._conf_seg)
       out['miou_segmenter'] = os.path.abspath(self._segmenter_path)

@@ -1,0 +1,1 @@
+"""The ablation cells of the paper on ADE20K (OASIS / SPADE D, +- VGG)."""

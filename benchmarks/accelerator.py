@@ -49,8 +49,9 @@ _CONFIG = flags.DEFINE_string('config', 'ade20k',
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 256, 'Image width.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['8', '32'],
                                  'Training batch sizes.')
-_DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'],
-                            'perf.compute_dtype values.')
+_DTYPES = flags.DEFINE_list(
+    'dtypes', ['bfloat16', 'float32'],
+    'perf.compute_dtype values; the first also gets the warm compile.')
 _VARIANTS = flags.DEFINE_list(
     'variants', ['perf.label_conv=dense', 'perf.label_conv=gather_matmul',
                  'perf.fuse_d_forwards=False', 'donate=False',
@@ -62,7 +63,8 @@ _VARIANT_DTYPE = flags.DEFINE_string('variant_dtype', 'bfloat16',
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed iterations per case.')
 _RUNS = flags.DEFINE_integer('runs', 8, 'Timed iterations per case (median).')
 _BUDGET_S = flags.DEFINE_float(
-    'budget_s', 420, 'No case starts after this many seconds.')
+    'budget_s', 300, 'No model case starts after this many seconds (the '
+    'main run and the pipeline check follow, about 100 s on a GPU host).')
 _CASE_TIMEOUT_S = flags.DEFINE_float('case_timeout_s', 300,
                                      'A case process is stopped after this.')
 _MAIN_STEPS = flags.DEFINE_integer(
@@ -151,7 +153,7 @@ def plan(tiny: bool) -> list[dict]:
   cases += [case('inference', first, d, f'inference {d} b{first}')
             for d in dtypes]
   cases += [case('train', b, d, f'train {d} b{b}')
-            for b in batches[1:] for d in reversed(dtypes)]
+            for b in batches[1:] for d in dtypes]
   for variant in variants:
     key, value = variant.split('=', 1)
     extra = ({'donate': accelerator_case.parse_value(value)}
@@ -279,6 +281,7 @@ def main(argv: Sequence[str]) -> None:
                sorted({m for ms in NEEDS.values() for m in ms})}
   notes = [f'{m} not installed' for m, ok in available.items() if not ok]
   cases = []
+  flops = {}  # (kind, batch, overrides) -> FLOPs of one call.
   cache_dir = tempfile.mkdtemp(prefix='oasis_accel_jit_')
   missing = _missing('model', available)
   if missing:
@@ -291,7 +294,15 @@ def main(argv: Sequence[str]) -> None:
                    f'{case["name"]}')
       continue
     cache = cache_dir if case.get('cache') else None
+    key = (case['kind'], case['batch_size'],
+           json.dumps(case.get('overrides', {}), sort_keys=True))
+    if key in flops:  # The same program in another dtype: same count.
+      case['flops'] = flops[key]
     result = _spawn(case, _child_env(cache), _CASE_TIMEOUT_S.value)
+    counted = result.get('flops_per_iter') or (
+        result.get('flops_per_image') or 0) * case['batch_size']
+    if counted:
+      flops.setdefault(key, counted)
     case['result'] = result
     case['official'] = _official(result, case, tiny)
     cases.append(case)
@@ -331,8 +342,12 @@ def main(argv: Sequence[str]) -> None:
       'cpus': cpus, 'elapsed_s': time.perf_counter() - start,
       'compile_cold_s': compile_pair[0] if compile_pair else None,
       'compile_warm_s': compile_pair[1] if len(compile_pair) > 1 else None,
-      'cases': [{k: v for k, v in c.items() if k not in ('warmup', 'cache')}
-                for c in cases],
+      'cases': [{k: v for k, v in c.items()
+                 if k not in ('warmup', 'cache', 'flops')} for c in cases],
+      # The formulations measured against the defaults (s/iter ratio > 1:
+      # the variant is faster), for choosing the platform's perf defaults.
+      'formulations': {c['variant']: c.get('speedup_vs_default')
+                       for c in cases if c.get('variant')},
       'main_run': main_run, 'pipeline': pipeline, 'notes': notes,
   }
   print()

@@ -47,8 +47,10 @@ def run_case(case: dict) -> dict:
   config = make_config(case)
   if case['kind'] == 'train':
     return measure.train(config, case['warmup'], case['runs'],
-                         donate=case.get('donate', True))
-  return measure.inference(config, case['warmup'], case['runs'])
+                         donate=case.get('donate', True),
+                         flops=case.get('flops'))
+  return measure.inference(config, case['warmup'], case['runs'],
+                           flops=case.get('flops'))
 
 
 def main(argv) -> None:

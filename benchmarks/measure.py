@@ -5,7 +5,9 @@ benchmarks/accelerator.py. Only jax, flax, optax and the model's modules are
 imported (no Grain, TFDS or tensorboardX).
 """
 
+import contextlib
 import functools
+from typing import Optional
 
 import jax
 
@@ -30,7 +32,9 @@ def _rates(result: dict, flops, seconds: float, dtype: str) -> dict:
   return result
 
 
-def train(config, warmup: int, runs: int, donate: bool = True) -> dict:
+def train(config, warmup: int, runs: int, donate: bool = True,
+          trace_dir: Optional[str] = None,
+          flops: Optional[float] = None) -> dict:
   """Times the jitted training step (G step, D step with LabelMix, EMA).
 
   Args:
@@ -38,6 +42,10 @@ def train(config, warmup: int, runs: int, donate: bool = True) -> dict:
     warmup: untimed iterations.
     runs: timed iterations (median); 0 compiles only.
     donate: donate the state to the step (as train.py does).
+    trace_dir: if set, the timed iterations are recorded there with
+      jax.profiler.trace (TensorBoard's profile plugin or xprof reads it).
+    flops: the step's FLOPs if already counted (the same program in another
+      dtype: the count does not depend on it); None: counted here.
 
   Returns:
     A dict of s_per_iter, images_per_s, compile_s, flops_per_iter (direct
@@ -60,7 +68,8 @@ def train(config, warmup: int, runs: int, donate: bool = True) -> dict:
 
   compiled, compile_s, compiled_flops = common.compile_with_cost(
       make_step(config), state, batch, rng)
-  flops = common.direct_conv_flops(make_step, config, state, batch, rng)
+  if flops is None:
+    flops = common.direct_conv_flops(make_step, config, state, batch, rng)
   host_memory.trim_heap()  # As train.py does after compiling.
   holder = {'state': state}
 
@@ -68,8 +77,11 @@ def train(config, warmup: int, runs: int, donate: bool = True) -> dict:
     holder['state'], metrics = compiled(holder['state'], batch, rng)
     return metrics
 
-  median, times = (common.time_compiled(run, warmup, runs) if runs
-                   else (None, []))
+  median, times = None, []
+  if runs:
+    with (jax.profiler.trace(trace_dir) if trace_dir
+          else contextlib.nullcontext()):
+      median, times = common.time_compiled(run, warmup, runs)
   b = config.train.batch_size
   result = {
       'benchmark': 'train_step', 'image_hw': list(train_state.image_hw(
@@ -88,8 +100,11 @@ def train(config, warmup: int, runs: int, donate: bool = True) -> dict:
                 config.perf.compute_dtype)
 
 
-def inference(config, warmup: int, runs: int) -> dict:
+def inference(config, warmup: int, runs: int,
+              flops: Optional[float] = None) -> dict:
   """Times eval-mode generation of config.train.batch_size label maps.
+
+  `flops`: of one call if already counted (see `train`); None: counted here.
 
   Returns:
     A dict of s_per_image, s_per_batch, images_per_s, compile_s,
@@ -114,7 +129,8 @@ def inference(config, warmup: int, runs: int) -> dict:
 
   compiled, compile_s, _ = common.compile_with_cost(make_fn(config),
                                                     variables, label, z)
-  flops = common.direct_conv_flops(make_fn, config, variables, label, z)
+  if flops is None:
+    flops = common.direct_conv_flops(make_fn, config, variables, label, z)
   median, times = common.time_compiled(
       lambda: compiled(variables, label, z), warmup, max(runs, 1))
   result = {

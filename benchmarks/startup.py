@@ -28,6 +28,8 @@ _CONFIG = flags.DEFINE_string('config', 'configs/synthetic.py',
 _STEPS = flags.DEFINE_integer('steps', 2, 'Training steps of each run.')
 _OVERRIDES = flags.DEFINE_list('overrides', [],
                                'More --config.KEY=VALUE overrides.')
+_TIMEOUT_S = flags.DEFINE_float('timeout_s', 1800,
+                                'Each run is stopped after this.')
 
 _FIRST_STEP = re.compile(r'step 1/\d+ ')
 
@@ -98,7 +100,8 @@ def cold_and_warm(config: str, steps: int, overrides: Sequence[str] = (),
 
 def main(argv):
   del argv
-  runs = cold_and_warm(_CONFIG.value, _STEPS.value, _OVERRIDES.value)
+  runs = cold_and_warm(_CONFIG.value, _STEPS.value, _OVERRIDES.value,
+                       _TIMEOUT_S.value)
   for name in ('cold', 'warm'):
     r = runs[name]
     print(f'{name:<5} first step {r["first_step_s"]} s, whole run '

@@ -2,7 +2,7 @@
 
   python benchmarks/train_step.py --config=configs/ade20k.py \
       --config.data.image_size=64 --config.train.batch_size=1 \
-      --config.generator.channels=16
+      --config.generator.channels=16 [--trace_dir=/tmp/trace]
 
 Prints a table and, as its last line, one JSON object with s_per_iter,
 images_per_s, compile_s, peak_memory_mib (the accelerator's own peak; on a
@@ -26,11 +26,15 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config.',
                                           lock_config=True)
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed iterations.')
 _RUNS = flags.DEFINE_integer('runs', 5, 'Timed iterations (median).')
+_TRACE_DIR = flags.DEFINE_string(
+    'trace_dir', None, 'Record the warm-up and timed iterations there with '
+    'jax.profiler.trace.')
 
 
 def main(argv):
   del argv
-  result = measure.train(_CONFIG.value, _WARMUP.value, _RUNS.value)
+  result = measure.train(_CONFIG.value, _WARMUP.value, _RUNS.value,
+                         trace_dir=_TRACE_DIR.value)
   common.print_table([(k, str(v)) for k, v in result.items()])
   common.print_json(result)
 

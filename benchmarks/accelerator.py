@@ -39,6 +39,7 @@ from absl import flags
 import jax
 
 from benchmarks import accelerator_case
+from oasis_jax import cpu_workers
 
 _TINY = flags.DEFINE_bool(
     'tiny', False, 'Tiny sizes for a smoke test on a CPU (configs/tiny.py, '
@@ -220,7 +221,7 @@ def run_pipeline(files: int, tiny: bool, available: dict, notes: list[str],
     notes.append(f'Grain pipeline throughput skipped: needs '
                  f'{", ".join(missing)}')
     return result
-  workers = 0 if cpus <= 2 else min(cpus - 1, 32)  # cpu_workers' rule.
+  workers = cpu_workers.auto_num_workers(cpus)
   batch = 2 if tiny else 8
   command = [sys.executable, '-m', 'benchmarks.input_pipeline',
              '--datasets=ade20k', f'--workers={workers}',
@@ -319,10 +320,7 @@ def main(argv: Sequence[str]) -> None:
       if base:
         case['speedup_vs_default'] = (base[0]['result']['s_per_iter'] /
                                       case['result']['s_per_iter'])
-  try:
-    cpus = len(os.sched_getaffinity(0))
-  except AttributeError:
-    cpus = os.cpu_count() or 1
+  cpus = cpu_workers.usable_cpus()
   main_run = None
   if _MAIN_STEPS.value > 0:
     main_run = run_main(2 if tiny else _MAIN_STEPS.value, _MAIN_CONFIG.value,

@@ -31,7 +31,8 @@ def _run(*flags, blocked=(), tmp_path=None):
 
 
 def test_tiny_run_reports_flops_memory_compile_main_and_pipeline():
-  summary, stdout = _run('--dtypes=float32', '--variant_dtype=float32',
+  summary, stdout = _run('--budget_s=1e9', '--dtypes=float32',
+                         '--variant_dtype=float32',
                          '--variants=perf.label_conv=dense')
   assert summary['benchmark'] == 'accelerator'
   assert summary['platform'] == 'cpu'

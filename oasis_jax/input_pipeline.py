@@ -182,4 +182,5 @@ def create_eval_iterator(config, *, split: str = 'val',
   dataset = grain.MapDataset.range(padded).map(
       transforms.PaddedShardExample(source, image_hw(config), index, count,
                                     total))
-  return _to_iterator(dataset.batch(batch), cpu_workers.resolve(config.data.num_workers))
+  return _to_iterator(dataset.batch(batch),
+                      cpu_workers.resolve(config.data.num_workers))

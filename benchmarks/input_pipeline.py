@@ -11,8 +11,9 @@ nearest), random 256 crop and flip for ADE20K; resize to 256x512 and flip for
 Cityscapes. `runs` rounds; in each, every worker count gets a fresh
 iterator, warm-up batches (worker start-up included) and then `batches`
 timed batches; the median over rounds is reported, with the CPU time per
-image of the same work on one thread (robust on a shared machine). Prints a
-table and, last, one JSON line.
+image of the same work on one thread (robust on a shared machine) and the
+images/s per CPU core it implies (1000 / CPU ms). Prints a table and, last,
+one JSON line.
 """
 
 import json
@@ -25,13 +26,8 @@ import time
 
 from absl import app
 from absl import flags
-import numpy as np
-from PIL import Image
-
-import data_pipelines
+from benchmarks import fake_trees
 from data_pipelines import synthetic
-from data_pipelines import testing
-from data_pipelines import transforms
 from oasis_jax import input_pipeline
 
 _DATASETS = flags.DEFINE_list('datasets', ['ade20k', 'cityscapes'],
@@ -46,48 +42,8 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', 8, 'Batch size.')
 _NUM_FILES = flags.DEFINE_integer(
     'num_files', 24, 'Pairs in each fake tree (read over and over).')
 
-# (file height, file width, classes, network image_size, aspect, crop).
-_SETTINGS = {
-    'ade20k': ((512, 683), 151, 256, 1.0, True),
-    'cityscapes': ((1024, 2048), 35, 512, 2.0, False),
-}
-
-
-def _scene(index: int, hw: tuple[int, int], num_classes: int):
-  """A smooth procedural photo and its label map at `hw`."""
-  small = (hw[0] // 4, hw[1] // 4)
-  image, label = synthetic.generate(7, 'train', index, small, num_classes)
-  image = Image.fromarray(image).resize((hw[1], hw[0]), Image.BICUBIC)
-  noise = np.random.default_rng(index).normal(0, 2.0, hw + (3,))
-  image = np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8)
-  label = np.asarray(Image.fromarray(label.astype(np.uint8)).resize(
-      (hw[1], hw[0]), Image.NEAREST))
-  return image, label
-
-
-def _write(name: str, root: str, count: int) -> None:
-  hw, num_classes, _, _, _ = _SETTINGS[name]
-  scenes = {}
-
-  def label_fn(i, split):
-    scenes[(i, split)] = _scene(i, hw, num_classes)
-    return scenes[(i, split)][1]
-
-  def image_fn(i, split, raw):
-    del raw
-    return scenes.pop((i, split))[0]
-
-  testing.write_tree(name, root, counts={'train': count}, hw=hw,
-                     label_fn=label_fn, image_fn=image_fn,
-                     cityscapes_extras=False)
-
-
 def _iterator(name: str, root: str, workers: int):
-  _, _, size, aspect, crop = _SETTINGS[name]
-  config = testing.make_config(name, root, image_size=size,
-                               aspect_ratio=aspect, load_size=286 if crop
-                               else size, random_crop=crop,
-                               num_workers=workers)
+  config = fake_trees.make_config(name, root, num_workers=workers)
   config.train.batch_size = _BATCH_SIZE.value
   return input_pipeline.create_train_iterator(config, process_index=0,
                                               process_count=1)
@@ -123,27 +79,6 @@ def _time(name: str, root: str, workers: list[int]) -> list[dict]:
           for w in workers]
 
 
-def _cpu_ms_per_image(name: str, root: str) -> float:
-  """CPU time of decode + preprocessing per image, one thread, no Grain.
-
-  CPU time (not wall time) barely depends on other jobs sharing the machine.
-  """
-  _, _, size, aspect, crop = _SETTINGS[name]
-  config = testing.make_config(name, root, image_size=size,
-                               aspect_ratio=aspect, load_size=286 if crop
-                               else size, random_crop=crop)
-  source = data_pipelines.make_source(config.data, 'train')
-  augment = transforms.RandomCropAndFlip(
-      input_pipeline.image_hw(config),
-      (286, 286) if crop else None, flip=True)
-  augment(0, source[0])
-  count = 2 * len(source)
-  start = time.process_time()
-  for i in range(count):
-    augment(i, source[i % len(source)])
-  return 1000 * (time.process_time() - start) / count
-
-
 def _synthetic_ms_per_sample(hw=(64, 64), num_classes=6,
                              count=50) -> float:
   """CPU time per sample of the built-in synthetic source (default data)."""
@@ -166,13 +101,14 @@ def main(argv):
     for name in _DATASETS.value:
       tree = os.path.join(root, name)
       start = time.perf_counter()
-      _write(name, tree, _NUM_FILES.value)
+      fake_trees.write(name, tree, _NUM_FILES.value)
       print(f'wrote {_NUM_FILES.value} {name} pairs in '
             f'{time.perf_counter() - start:.1f} s', flush=True)
-      cpu_ms = round(_cpu_ms_per_image(name, tree), 2)
+      cpu_ms = round(fake_trees.cpu_ms_per_image(name, tree), 2)
       print(f'{name}: {cpu_ms} ms CPU per image (one thread)', flush=True)
       for result in _time(name, tree, [int(w) for w in _WORKERS.value]):
         result['cpu_ms_per_image'] = cpu_ms
+        result['images_per_s_per_core'] = round(1000 / cpu_ms, 1)
         results.append(result)
         print(result, flush=True)
   finally:

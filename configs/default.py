@@ -22,7 +22,10 @@ def get_config():
   data.palette = ''  # 'folder' only: JSON file of [r, g, b] per class id.
   data.source = 'folder'  # 'folder' (read the prepared tree) or 'tfds'.
   data.tfds_data_dir = ''  # Where the TFDS array_record build lives.
-  data.num_workers = 0  # Grain worker processes (0: in the main process).
+  # Grain worker processes (0: in the main process); -1: one per usable CPU
+  # core but one, at most 32, none on <= 2 cores (oasis_jax/cpu_workers.py).
+  # One core decodes ~140 ADE20K images/s at 256x256 (BENCHMARKS.md).
+  data.num_workers = 0
   data.synthetic_num_examples = 512  # 'synthetic' only: examples per split.
   data.synthetic_seed = 0  # 'synthetic' only: content seed (not the order).
 
@@ -85,6 +88,11 @@ def get_config():
   train.checkpoint_every_steps = 10000
   train.keep_checkpoints = 3  # The last k checkpoints are kept.
   train.num_sample_images = 8  # Rows of the sample grids (val examples).
+  # JAX's persistent compilation cache (oasis_jax/compilation_cache.py): a
+  # restart reads the compiled step back. 'auto':
+  # $XDG_CACHE_HOME/oasis_jax/jax_compilation_cache (default ~/.cache/...);
+  # '': off; else a folder. JAX_COMPILATION_CACHE_DIR, when set, wins.
+  train.compilation_cache_dir = 'auto'
 
   config.eval = ev = ml_collections.ConfigDict()
   ev.fid_every_steps = 5000  # -1: no FID during training.

@@ -23,6 +23,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from oasis_jax import checkpointing
+from oasis_jax import compilation_cache
 from oasis_jax import evaluation
 from oasis_jax import fid
 
@@ -112,6 +113,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(
         f'Usage: python -m oasis_jax.evaluate MODE [--flags], MODE one of '
         f'{", ".join(sorted(MODES))}; got {list(argv[1:])}.')
+  compilation_cache.enable()
   MODES[argv[1]]()
 
 

@@ -33,6 +33,7 @@ from PIL import Image
 
 import data_pipelines
 from data_pipelines import label_maps
+from oasis_jax import compilation_cache
 from oasis_jax import inference
 from oasis_jax import logging_utils
 
@@ -242,6 +243,7 @@ def main(argv: Sequence[str]) -> None:
   if not f.labels or not f.out:
     raise app.UsageError('--labels and --out are required.')
   logging_utils.quiet_library_logs()
+  compilation_cache.enable()
   try:
     edit_classes = [int(c) for c in f.edit_classes]
   except ValueError:

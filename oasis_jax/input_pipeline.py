@@ -25,6 +25,7 @@ import jax
 
 import data_pipelines
 from data_pipelines import transforms
+from oasis_jax import cpu_workers
 from oasis_jax import geometry
 
 _READ_THREADS = 2  # Batches prepared in parallel per process / worker.
@@ -127,7 +128,8 @@ def create_train_iterator(config, *, seed: Optional[int] = None,
     A Grain DatasetIterator (get_state()/set_state()) yielding {'image': uint8
     [b, H, W, 3], 'label': int32 [b, H, W]} with b = config.train.batch_size
     // process_count, epochs repeating with a new shuffle each, run by
-    `config.data.num_workers` worker processes (0: this process).
+    `config.data.num_workers` worker processes (0: this process; -1:
+    cpu_workers.auto_num_workers).
 
   Raises:
     ValueError: the batch size is not divisible by the process count.
@@ -137,7 +139,7 @@ def create_train_iterator(config, *, seed: Optional[int] = None,
   dataset = create_train_dataset(config, seed=seed,
                                  process_index=process_index,
                                  process_count=process_count)
-  return _to_iterator(dataset, int(config.data.num_workers))
+  return _to_iterator(dataset, cpu_workers.resolve(config.data.num_workers))
 
 
 # pylint: disable-next=redefined-outer-name
@@ -180,7 +182,8 @@ def create_eval_iterator(config, *, split: str = 'val',
   dataset = grain.MapDataset.range(padded).map(
       transforms.PaddedShardExample(source, image_hw(config), index, count,
                                     total))
-  return _to_iterator(dataset.batch(batch), int(config.data.num_workers))
+  return _to_iterator(dataset.batch(batch),
+                      cpu_workers.resolve(config.data.num_workers))
 
 
 def close_iterator(data_iter) -> None:

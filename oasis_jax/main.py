@@ -23,6 +23,7 @@ import jax
 from ml_collections import config_flags
 
 import data_pipelines
+from oasis_jax import compilation_cache
 from oasis_jax import inception
 from oasis_jax import logging_utils
 from oasis_jax import models
@@ -92,6 +93,7 @@ def main(argv: Sequence[str]) -> None:
   logging_utils.quiet_library_logs()
   initialize_distributed()
   config = _CONFIG.value
+  compilation_cache.enable(config.train.compilation_cache_dir)
   workdir = epath.Path(_WORKDIR.value)
   logging.info('Configuration:\n%s', config)
   logging.info('Devices: %s', describe_devices())

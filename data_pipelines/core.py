@@ -299,13 +299,16 @@ class ExampleDecoder:
     remap: raw label array (int32) -> class ids, or None for ids as they are.
     palette: uint8 [n, 3] colour of each class id, for colour-coded labels.
     palette_file: where the palette came from (for messages).
+    wide_labels: accept 16-bit single-channel label PNGs of class ids (data
+      sets with more than 256 class ids, e.g. LVIS); else they are an error.
   """
 
   def __init__(self, num_classes: int,
                remap: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                palette: Optional[np.ndarray] = None,
-               palette_file: str = ''):
+               palette_file: str = '', wide_labels: bool = False):
     self.num_classes = int(num_classes)
+    self.wide_labels = bool(wide_labels)
     self.remap = remap
     self.palette = palette
     self.palette_file = palette_file
@@ -341,6 +344,9 @@ class ExampleDecoder:
     """
     img = _open(data, path, 'label')
     mode = img.mode
+    if self.wide_labels and mode in _WIDE_MODES and mode != 'F':
+      raw = np.asarray(img).astype(np.int32)
+      return raw if self.remap is None else self.remap(raw)
     if mode in _WIDE_MODES:
       raise DataError(f'{path}: 16-bit label image (Pillow mode {mode}); '
                       'label maps must be 8-bit PNGs (one class id per pixel'

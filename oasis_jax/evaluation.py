@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import data_pipelines
 from oasis_jax import fid
 from oasis_jax import inception
 from oasis_jax import input_pipeline
@@ -309,6 +310,33 @@ def segmentation_protocol(config) -> metrics.SegmentationProtocol:
       config.data.name, n, tuple(input_pipeline.image_hw(config)), table)
 
 
+def group_mious(config, protocol: metrics.SegmentationProtocol,
+                seg_conf: Optional[np.ndarray], d_conf: np.ndarray,
+                dontcare: Optional[int]) -> dict[str, float]:
+  """mIoU per group of classes of the data set (LVIS: by frequency).
+
+  Returns {'miou_<group>': segmenter mIoU (when seg_conf is given),
+  'miou_discriminator_<group>': the discriminator's}, empty for data sets
+  without groups. Data set ids map to segmenter ids through the protocol.
+  """
+  groups = data_pipelines.class_groups(config.data)
+  if not groups:
+    return {}
+  out = {}
+  if seg_conf is not None:
+    table = protocol.label_map
+    seg_groups = {name: [int(table[i]) for i in ids if 0 <= i < len(table)
+                         and table[i] != protocol.ignore_index]
+                  for name, ids in groups.items()}
+    for name, value in metrics.group_mean_iou(seg_conf, seg_groups).items():
+      out[f'miou_{name}'] = value
+  d_groups = {name: [i for i in ids if i != dontcare]
+              for name, ids in groups.items()}
+  for name, value in metrics.group_mean_iou(d_conf, d_groups).items():
+    out[f'miou_discriminator_{name}'] = value
+  return out
+
+
 def _resize_nearest_images(images: np.ndarray, height: int,
                            width: int) -> np.ndarray:
   rows = (np.arange(height) * images.shape[1]) // height
@@ -488,6 +516,8 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
     results['miou'] = metrics.mean_iou(conf['seg'])
     results['miou_segmenter'] = os.path.abspath(segmenter)
     results['miou_protocol'] = protocol.name
+  results.update(group_mious(config, protocol, conf['seg'] if onnx else None,
+                             conf['d'], dontcare))
   if num_diversity_maps > 0:
     results.update(diversity(config, mesh, gen_vars, num_diversity_maps,
                              num_diversity_samples))

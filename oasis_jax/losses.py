@@ -42,12 +42,26 @@ def n_plus_one_loss(logits: jax.Array, label: jax.Array, *, real: bool,
                     weights: Optional[jax.Array] = None) -> jax.Array:
   """Mean per-pixel softmax CE of [B, H, W, N+1] logits, optionally weighted.
 
-  The mean is over all B*H*W pixels (zero-weight pixels count in it).
+  The mean is over all B*H*W pixels (zero-weight pixels count in it). Fused:
+  per pixel, logsumexp minus the target's logit read by id, in float32
+  whatever the logits' dtype; the backward pass is one elementwise pass over
+  the logits. Apart from the gradient itself nothing logits-sized is made
+  (no one-hot, no log-softmax, no float32 copy of bfloat16 logits), so the
+  cost stays that of the logits with 1205 classes (LVIS).
+
+  Args:
+    logits: [B, H, W, N+1] discriminator outputs, channel 0 the fake class.
+    label: [B, H, W] integer class ids in [0, N).
+    real: targets are class id + 1 (True) or the fake class 0 (False).
+    weights: optional [B, H, W] per-pixel weights (class balancing).
+
+  Returns:
+    The float32 scalar loss.
   """
   targets = n_plus_one_targets(label, real)
   if weights is None:
     weights = jnp.ones(label.shape, jnp.float32)
-  return _weighted_ce_mean(logits.astype(jnp.float32), targets, weights)
+  return _weighted_ce_mean(logits, targets, weights.astype(jnp.float32))
 
 
 def _target_mask(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -57,9 +71,14 @@ def _target_mask(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def _pixel_ce(logits, targets):
-  """(per-pixel CE, logsumexp) without a [.., N+1] log-softmax array."""
-  lse = jax.nn.logsumexp(logits, axis=-1)
-  picked = jnp.sum(jnp.where(_target_mask(logits, targets), logits, 0.0), -1)
+  """(per-pixel CE, logsumexp), float32, without a [.., N+1] array.
+
+  The target's logit is gathered by id (exactly the logit: the same number
+  as summing the logits under a one-hot mask).
+  """
+  lse = jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
+  picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32),
+                               axis=-1)[..., 0].astype(jnp.float32)
   return lse - picked, lse
 
 
@@ -75,14 +94,15 @@ def _weighted_ce_mean_fwd(logits, targets, weights):
 
 def _weighted_ce_mean_bwd(res, g):
   # d/dlogits = w / n * (softmax - one_hot(target)), in one elementwise pass
-  # over the saved logits: autodiff of log_softmax + take_along_axis kept
-  # about six logits-sized arrays (76 MiB each at 256x256, batch 2, ADE20K).
+  # over the saved logits (the D output itself, not a copy): autodiff of
+  # log_softmax + take_along_axis kept about six logits-sized arrays (76 MiB
+  # each at 256x256, batch 2, ADE20K).
   logits, targets, weights, ce, lse = res
   per_pixel = g / ce.size
-  soft = jnp.exp(logits - lse[..., None])
+  soft = jnp.exp(logits.astype(jnp.float32) - lse[..., None])
   dlogits = (per_pixel * weights)[..., None] * (
       soft - _target_mask(logits, targets))
-  return dlogits, None, per_pixel * ce
+  return dlogits.astype(logits.dtype), None, per_pixel * ce
 
 
 _weighted_ce_mean.defvjp(_weighted_ce_mean_fwd, _weighted_ce_mean_bwd)

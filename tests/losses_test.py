@@ -77,6 +77,65 @@ class NPlusOneLossTest(absltest.TestCase):
       np.testing.assert_allclose(g_weights, ce / n, rtol=1e-5)
 
 
+  def test_fused_loss_equals_one_hot_formulation_at_1205_logits(self):
+    # LVIS's 1204 classes + fake: the fused loss (logsumexp minus the
+    # logit gathered by id) against -sum(one_hot * log_softmax), with class
+    # balancing weights, values and gradients, real and fake targets.
+    logits = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 5, 1205)) * 4
+    label = jax.random.randint(jax.random.PRNGKey(4), (2, 4, 5), 0, 1204)
+    weights = losses.class_balance_weights(label, 1204, 0)
+
+    def one_hot_loss(l, w, real):
+      t = label + 1 if real else jnp.zeros_like(label)
+      ce = -jnp.sum(jax.nn.one_hot(t, 1205) * jax.nn.log_softmax(l), -1)
+      return jnp.mean(ce * w)
+
+    for real in (True, False):
+      fused = lambda l, w, real=real: losses.n_plus_one_loss(
+          l, label, real=real, weights=w)
+      value, grads = jax.value_and_grad(fused, argnums=(0, 1))(logits,
+                                                                 weights)
+      want, want_grads = jax.value_and_grad(
+          lambda l, w, real=real: one_hot_loss(l, w, real),
+          argnums=(0, 1))(logits, weights)
+      np.testing.assert_allclose(value, want, rtol=1e-6)
+      for got, expected in zip(grads, want_grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-9)
+
+  def test_fused_loss_makes_no_logits_sized_temporaries(self):
+    # XLA's buffer analysis of value_and_grad: besides the gradient (an
+    # output) the fused loss needs under 5% of the logits' size in
+    # temporaries; the one-hot formulation needs about two logits' worth.
+    shape = (2, 16, 16, 1205)
+    logits = jnp.zeros(shape)
+    label = jnp.zeros(shape[:3], jnp.int32)
+    weights = jnp.ones(shape[:3])
+
+    def temp_fraction(f):
+      compiled = jax.jit(jax.value_and_grad(f)).lower(logits).compile()
+      analysis = compiled.memory_analysis()
+      return analysis.temp_size_in_bytes / logits.nbytes
+
+    fused = temp_fraction(lambda l: losses.n_plus_one_loss(
+        l, label, real=True, weights=weights))
+    one_hot = temp_fraction(lambda l: jnp.mean(-jnp.sum(
+        jax.nn.one_hot(label + 1, 1205) * jax.nn.log_softmax(l), -1)))
+    self.assertLess(fused, 0.05)
+    self.assertGreater(one_hot, 1.0)
+
+  def test_bfloat16_logits_give_the_float32_numbers(self):
+    logits = (jax.random.normal(jax.random.PRNGKey(5), (2, 3, 3, 7)) *
+              3).astype(jnp.bfloat16)
+    label = jax.random.randint(jax.random.PRNGKey(6), (2, 3, 3), 0, 6)
+    f = lambda l: losses.n_plus_one_loss(l, label, real=True)
+    value, grad = jax.value_and_grad(f)(logits)
+    want, want_grad = jax.value_and_grad(f)(logits.astype(jnp.float32))
+    self.assertEqual(value.dtype, jnp.float32)
+    self.assertEqual(grad.dtype, jnp.bfloat16)
+    np.testing.assert_allclose(value, want, rtol=1e-6)
+    np.testing.assert_array_equal(grad, want_grad.astype(jnp.bfloat16))
+
+
 class LabelMixTest(absltest.TestCase):
 
   def test_mask_is_one_bit_per_class(self):

@@ -75,7 +75,9 @@ class Record:
     image: path of the image file.
     height: image height from the JSON.
     width: image width from the JSON.
-    annotations: (annotation id, category id, segmentation) in file order.
+    annotations: (annotation id, category id, segmentation) in file order;
+      empty in the light records read from a prepared folder's index.
+    num_annotations: how many annotations the image has.
   """
   image_id: int
   key: str
@@ -83,6 +85,7 @@ class Record:
   height: int
   width: int
   annotations: tuple[tuple[int, int, Any], ...]
+  num_annotations: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +191,8 @@ def parse_annotations(text: str, path: str, root: str) -> Annotations:
     folder, name, height, width = images[image_id]
     records.append(Record(image_id, os.path.splitext(name)[0],
                           os.path.join(root, folder, name), height, width,
-                          tuple(grouped[image_id])))
+                          tuple(grouped[image_id]),
+                          len(grouped[image_id])))
   return Annotations(path, tuple(records), frequency)
 
 
@@ -355,8 +359,8 @@ class LvisDataset(core.FolderDataset):
     return os.path.join(self.labels_dir, f'{split}_label')
 
   def records(self, split: str,
-              problems: Optional[list[core.Problem]] = None
-              ) -> list[Record]:
+              problems: Optional[list[core.Problem]] = None, *,
+              from_index: bool = False) -> list[Record]:
     """The images of `split` that are examples, sorted by image id.
 
     Images without annotations are left out unless kept for the split; an
@@ -366,6 +370,10 @@ class LvisDataset(core.FolderDataset):
       split: 'train' or 'val'.
       problems: if given, problems are appended here and the records that
         are fine are returned; otherwise the first problem raises.
+      from_index: read light records (without annotations) from the
+        prepared folder's index when there is one, rather than parsing the
+        annotation file (1 GB for train): what listing the prepared pairs
+        needs.
 
     Raises:
       DataError: one line naming the file (when `problems` is None).
@@ -373,7 +381,12 @@ class LvisDataset(core.FolderDataset):
     found = []
     records = []
     try:
-      annotations = self.annotations(split)
+      if from_index and self.prepared(split):
+        source = self.annotation_file(split)
+        all_records = self._index(split)
+      else:
+        annotations = self.annotations(split)
+        source, all_records = annotations.file, annotations.records
     except core.DataError as e:
       if problems is None:
         raise
@@ -382,8 +395,8 @@ class LvisDataset(core.FolderDataset):
       return []
     listed = {}
     keep = self.keeps_unannotated(split)
-    for record in annotations.records:
-      if not record.annotations and not keep:
+    for record in all_records:
+      if not record.num_annotations and not keep:
         continue
       folder = os.path.dirname(record.image)
       if folder not in listed:
@@ -391,12 +404,12 @@ class LvisDataset(core.FolderDataset):
       if os.path.basename(record.image) not in listed[folder]:
         found.append(core.Problem(record.image, (
             f'{record.image}: image file not found (LVIS image '
-            f'{record.image_id} of {annotations.file}).')))
+            f'{record.image_id} of {source}).')))
         continue
       records.append(record)
     if not records and not found:
-      found.append(core.Problem(annotations.file, (
-          f'{annotations.file}: no images to use in the {split} split.')))
+      found.append(core.Problem(source, (
+          f'{source}: no images to use in the {split} split.')))
     if problems is not None:
       problems.extend(found)
       return records
@@ -413,18 +426,33 @@ class LvisDataset(core.FolderDataset):
     """(image, prepared label PNG) pairs of `split`'s examples."""
     folder = epath.Path(self.label_folder(split))
     return [core.Pair(r.key, r.image, os.fspath(folder / f'{r.key}.png'))
-            for r in self.records(split, problems)]
+            for r in self.records(split, problems, from_index=True)]
+
+  def _index(self, split: str) -> list[Record]:
+    """Light records of every image, from the prepared folder's index."""
+    manifest = os.fspath(epath.Path(self.label_folder(split)) / MANIFEST)
+    try:
+      return [Record(image_id, key, os.path.join(self.root, rel), h, w, (), n)
+              for image_id, key, rel, h, w, n in self._read_manifest(
+                  split)['images']]
+    except (KeyError, TypeError, ValueError) as e:
+      raise _fail(manifest, f'malformed index ({e}); delete the folder and '
+                  f'run {_PREPARE_COMMAND}.') from e
+
+  def _read_manifest(self, split: str) -> dict[str, Any]:
+    manifest = epath.Path(self.label_folder(split)) / MANIFEST
+    try:
+      return json.loads(manifest.read_text())
+    except (OSError, ValueError) as e:
+      raise _fail(os.fspath(manifest), f'unreadable ({e}); delete the '
+                  f'folder and run {_PREPARE_COMMAND}.') from e
 
   def prepared(self, split: str) -> bool:
     """Whether `split`'s labels are prepared (raises if for other data)."""
     manifest = epath.Path(self.label_folder(split)) / MANIFEST
     if not manifest.exists():
       return False
-    try:
-      info = json.loads(manifest.read_text())
-    except (OSError, ValueError) as e:
-      raise _fail(os.fspath(manifest), f'unreadable ({e}); delete the '
-                  f'folder and run {_PREPARE_COMMAND}.') from e
+    info = self._read_manifest(split)
     expected = self._manifest(split)
     for key in ('paint_order', 'annotation_bytes'):
       if info.get(key) != expected[key]:
@@ -436,8 +464,13 @@ class LvisDataset(core.FolderDataset):
 
   def _manifest(self, split: str) -> dict[str, Any]:
     path = self.annotation_file(split)
+    try:
+      size = os.stat(path).st_size
+    except OSError as e:
+      raise _fail(path, 'LVIS annotation file not found '
+                  f'({e.strerror}).') from e
     return {'annotation_file': os.path.basename(path),
-            'annotation_bytes': os.stat(path).st_size,
+            'annotation_bytes': size,
             'paint_order': self.paint_order,
             'format': '16-bit grayscale PNG of LVIS category ids, 0 '
                       'unlabeled'}
@@ -486,8 +519,11 @@ class LvisDataset(core.FolderDataset):
           if log_progress and (done % 1000 == 0 or done == count):
             print(f'{split}: {done}/{count} label maps '
                   f'({time.time() - start:.0f} s)', file=sys.stderr)
+      index = [[r.image_id, r.key, os.path.relpath(r.image, self.root),
+                r.height, r.width, r.num_annotations]
+               for r in annotations.records]
       (folder / MANIFEST).write_text(json.dumps(
-          {**self._manifest(split), 'num_labels': count}, indent=1))
+          {**self._manifest(split), 'num_labels': count, 'images': index}))
       written[split] = count
     return written
 

@@ -196,7 +196,8 @@ def parse_annotations(text: str, path: str, root: str) -> Annotations:
   return Annotations(path, tuple(records), frequency)
 
 
-_CACHE: dict[tuple[str, str, int, int], Annotations] = {}
+# path -> ((root, size, mtime), parsed file): the last parse of each file.
+_CACHE: dict[str, tuple[tuple[str, int, int], Annotations]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -211,15 +212,14 @@ def load_annotations(path: str, root: str) -> Annotations:
     stat = os.stat(path)
   except OSError as e:
     raise _fail(path, f'LVIS annotation file not found ({e.strerror}).') from e
-  key = (path, root, stat.st_size, stat.st_mtime_ns)
+  key = (root, stat.st_size, stat.st_mtime_ns)
   with _CACHE_LOCK:
-    if key in _CACHE:
-      return _CACHE[key]
+    if path in _CACHE and _CACHE[path][0] == key:
+      return _CACHE[path][1]
   text = core.read_bytes(path).decode('utf-8', errors='replace')
   annotations = parse_annotations(text, path, root)
   with _CACHE_LOCK:
-    _CACHE.clear()  # One file per split is enough to keep.
-    _CACHE[key] = annotations
+    _CACHE[path] = (key, annotations)
   return annotations
 
 

@@ -516,7 +516,8 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
     results['miou'] = metrics.mean_iou(conf['seg'])
     results['miou_segmenter'] = os.path.abspath(segmenter)
     results['miou_protocol'] = protocol.name
-  results.update(group_mious(config, protocol, conf['seg'] if onnx else None,
+  results.update(group_mious(config, protocol,
+                             conf['seg'] if onnx is not None else None,
                              conf['d'], dontcare))
   if num_diversity_maps > 0:
     results.update(diversity(config, mesh, gen_vars, num_diversity_maps,

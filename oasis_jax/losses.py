@@ -109,9 +109,12 @@ def _weighted_ce_mean_bwd(res, g):
 _weighted_ce_mean.defvjp(_weighted_ce_mean_fwd, _weighted_ce_mean_bwd)
 
 
-# Pixels per chunk of the fused head: [16384, N+1] float32 logits are 79 MB
-# at LVIS's 1205 channels.
+# Pixels per chunk of the fused head: at most [16384, N+1] float32 logits
+# (79 MB at LVIS's 1205 channels), and at most a 16th of the batch's pixels
+# (but 256 at least), so that small batches do not hold all their logits.
 HEAD_CHUNK_PIXELS = 16384
+_HEAD_MIN_CHUNKS = 16
+_HEAD_MIN_CHUNK_PIXELS = 256
 
 
 def _chunks(x: jax.Array, chunk: int) -> jax.Array:
@@ -142,7 +145,7 @@ def n_plus_one_loss_from_features(
     label: [B, H, W] class ids in [0, N).
     real: targets are class id + 1 (True) or the fake class 0 (False).
     weights: optional [B, H, W] per-pixel weights.
-    chunk_pixels: pixels per chunk.
+    chunk_pixels: at most this many pixels per chunk.
 
   Returns:
     The float32 scalar loss.
@@ -151,7 +154,9 @@ def n_plus_one_loss_from_features(
   if weights is None:
     weights = jnp.ones(label.shape, jnp.float32)
   f = features.shape[-1]
-  chunk = min(int(chunk_pixels), targets.shape[0])
+  pixels = targets.shape[0]
+  chunk = min(int(chunk_pixels), pixels, max(
+      _HEAD_MIN_CHUNK_PIXELS, -(-pixels // _HEAD_MIN_CHUNKS)))
   return _head_ce_mean(features.reshape(-1, f).astype(jnp.float32),
                        kernel.reshape(f, -1).astype(jnp.float32),
                        bias.astype(jnp.float32), targets,

@@ -116,6 +116,10 @@ def get_config():
   # D step: run D(fake), D(real), D(mixed) as one batched call (same numbers
   # up to float rounding: each chunk keeps its own spectral-norm iteration).
   perf.fuse_d_forwards = True
+  # D's N+1 and LabelMix losses from the inputs of its last 1x1 conv, the
+  # logits made one chunk of pixels at a time and never stored (same numbers
+  # up to float rounding): for many classes (LVIS: 1205 logits per pixel).
+  perf.fused_d_head = False
   # How SPADE and the stem convolve [z | one-hot]: 'dense' (a conv over the
   # materialized one-hot, as officially), 'gather' (rows of the kernel read
   # by class id; scatter-add backward), 'gather_matmul' (one-hot matmul

@@ -3,14 +3,17 @@
 `make_source(config.data, split)` gives a Grain random-access source of
 decoded examples {'image': uint8 [h, w, 3], 'label': int32 [h, w] class ids,
 'index': int32} at the files' own size, for any data set ('synthetic',
-'ade20k', 'cityscapes', 'coco_stuff', 'folder') and either route:
+'ade20k', 'cityscapes', 'coco_stuff', 'folder', 'lvis') and either route:
 `config.data.source='folder'` reads the prepared tree directly,
 `config.data.source='tfds'` reads the array_record build of
 `data_pipelines.tfds_builders` with `tfds.data_source`. Both decode the same
 bytes with the same `core.ExampleDecoder`, so they give identical examples.
+LVIS reads label PNGs prepared once from its annotation files (or paints
+them on the fly); see `lvis.py`.
 """
 
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -19,12 +22,14 @@ from data_pipelines import cityscapes
 from data_pipelines import coco_stuff
 from data_pipelines import core
 from data_pipelines import folder
+from data_pipelines import lvis
 from data_pipelines import synthetic
 from oasis_jax import geometry
 
 DataError = core.DataError
 SPLITS = ('train', 'val')
-FOLDER_DATASETS = {m.NAME: m for m in (ade20k, cityscapes, coco_stuff, folder)}
+FOLDER_DATASETS = {m.NAME: m for m in (ade20k, cityscapes, coco_stuff, folder,
+                                       lvis)}
 DATASETS = ('synthetic',) + tuple(FOLDER_DATASETS)
 
 
@@ -124,6 +129,9 @@ def tfds_builder(data_config):
   # Imported here: TFDS is needed only by this route.
   # pylint: disable-next=g-import-not-at-top
   from data_pipelines import tfds_builders
+  if data_config.name not in tfds_builders.BUILDERS:
+    raise DataError(f"config.data.source='tfds' is not available for "
+                    f"{data_config.name!r}; set config.data.source='folder'.")
   builder_cls = tfds_builders.BUILDERS[data_config.name]
   return builder_cls(data_dir=tfds_data_dir(data_config),
                      file_format='array_record')
@@ -172,6 +180,8 @@ def make_source(data_config, split: str, *, allow_build: bool = True):
         n, geometry.image_hw(data_config), int(data_config.num_classes),
         int(data_config.dontcare_id), int(data_config.synthetic_seed), split)
   dataset = get_dataset(data_config)
+  if data_config.name == lvis.NAME:
+    return lvis.make_source(dataset, split, allow_build, FolderSource)
   if data_config.source == 'folder':
     return FolderSource(dataset.list_pairs(split), dataset.decoder)
   if data_config.source != 'tfds':
@@ -211,3 +221,14 @@ def num_examples(data_config, split: str) -> int:
                         f'{split!r} split.')
       return int(builder.info.splits[split].num_examples)
   return len(get_dataset(data_config).list_pairs(split))
+
+
+def class_groups(data_config) -> Optional[dict[str, list[int]]]:
+  """Named groups of class ids to score separately, or None.
+
+  LVIS: its categories by frequency, {'rare', 'common', 'frequent'} -> ids
+  (from the val annotation file). Other data sets: None.
+  """
+  if data_config.name != lvis.NAME:
+    return None
+  return get_dataset(data_config).frequency_groups('val')

@@ -7,7 +7,11 @@ Reports the number of pairs, the image sizes, the histogram of class ids
 after the data set's remapping and every problem found (each naming the
 file); exits with status 1 if there is any problem. With --json it prints one
 JSON object with `num_examples`, `image_sizes`, `class_histogram` (class id ->
-pixel count) and `problems` (a list of {'file', 'problem'}).
+pixel count) and `problems` (a list of {'file', 'problem'}). LVIS is scanned
+from its annotation files (label maps painted on the fly) and adds
+`frequency_groups` (pixels and share of the unlabeled, rare, common and
+frequent classes), `num_categories_present`, `num_unannotated_images` and
+`unannotated_kept`.
 """
 
 import collections
@@ -25,6 +29,7 @@ import numpy as np
 
 import data_pipelines
 from data_pipelines import core
+from data_pipelines import lvis
 
 
 def _define_flags():
@@ -85,6 +90,7 @@ def scan(data_config, split: str = 'train', num_threads: int = 0,
     after remapping), 'problems' (list of {'file', 'problem'})}.
   """
   problems: list[core.Problem] = []
+  extras = {}
   sizes = collections.Counter()
   histogram = np.zeros(0, np.int64)
 
@@ -105,24 +111,31 @@ def scan(data_config, split: str = 'train', num_threads: int = 0,
       h, w = example['label'].shape
       add((w, h), np.bincount(example['label'].ravel()))
   else:
-    pairs, decoder = [], None
+    pairs, dataset, scan_one = [], None, None
     try:
       dataset = data_pipelines.get_dataset(data_config)
-      decoder = dataset.decoder
-      pairs = dataset.list_pairs(split, problems)
+      if data_config.name == lvis.NAME:  # The annotations, not the PNGs.
+        pairs = dataset.records(split, problems)
+        scan_one = lambda r: lvis.scan_record(dataset, split, r)
+      else:
+        pairs = dataset.list_pairs(split, problems)
+        scan_one = lambda p: _scan_pair(dataset.decoder, p)
     except core.DataError as e:
       problems.append(core.Problem(e.file or str(data_config.root), str(e)))
     count = len(pairs)
     threads = num_threads or os.cpu_count() or 1
     start = time.time()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-      results = pool.map(lambda p: _scan_pair(decoder, p), pairs)
+      results = pool.map(scan_one, pairs)
       for done, (size, hist, found) in enumerate(results, 1):
         add(size, hist)
         problems.extend(found)
         if log_progress and (done % 1000 == 0 or done == count):
           print(f'{done}/{count} pairs scanned ({time.time() - start:.0f} s)',
                 file=sys.stderr)
+    if isinstance(dataset, lvis.LvisDataset):
+      extras = lvis.report_extras(
+          dataset, split, {c: int(n) for c, n in enumerate(histogram) if n})
   return {
       'dataset': data_config.name,
       'root': data_config.root,
@@ -132,6 +145,7 @@ def scan(data_config, split: str = 'train', num_threads: int = 0,
       'class_histogram': {int(c): int(n) for c, n in enumerate(histogram)
                           if n},
       'problems': [{'file': p.file, 'problem': p.message} for p in problems],
+      **extras,
   }
 
 
@@ -151,6 +165,17 @@ def format_report(report: dict[str, Any],
                ' (id: pixels, share)')
   for class_id, pixels in sorted(histogram.items()):
     lines.append(f'  {class_id:5d}: {pixels:12d}  {100 * pixels / total:6.2f}%')
+  if 'frequency_groups' in report:
+    lines.append(f"categories present: {report['num_categories_present']}; "
+                 f"images without annotations: "
+                 f"{report['num_unannotated_images']} ("
+                 f"{'kept' if report['unannotated_kept'] else 'skipped'})")
+    for name, group in report['frequency_groups'].items():
+      line = f"  {name:9s}: {100 * group['share']:6.2f}% of pixels"
+      if name != 'unlabeled':
+        line += (f", {group['categories_present']} of {group['categories']}"
+                 ' categories present')
+      lines.append(line)
   problems = report['problems']
   lines.append(f'{len(problems)} problem(s)' + (':' if problems else '.'))
   lines.extend(f"  {p['problem']}" for p in problems)

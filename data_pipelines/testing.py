@@ -5,15 +5,18 @@ real data sets keep them (ADE20K `images/training/ADE_train_00000001.jpg`,
 Cityscapes `leftImg8bit/train/<city>/<city>_000000_000019_leftImg8bit.png`,
 COCO-Stuff `train_img/000000000139.jpg`, folder `images/train/<name>.png`),
 with label values drawn from each data set's raw value range, and returns
-what it wrote.
+what it wrote. `write_lvis_tree(root)` writes LVIS annotation files and COCO
+images.
 """
 
 import dataclasses
+import json
 import os
 from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 _CITIES = ('aachen', 'bochum', 'zurich')
 
@@ -140,3 +143,134 @@ def make_config(name: str, root: str, **overrides):
   for key, value in overrides.items():
     setattr(data, key, value)
   return config
+
+
+# LVIS v1's category counts by frequency: ids 1..405 are made 'f', the next
+# 461 'c', the last 337 'r' in the fake annotation files.
+LVIS_FREQUENCY_COUNTS = (('f', 405), ('c', 461), ('r', 337))
+
+
+def lvis_frequency(category_id: int) -> str:
+  """The frequency letter of a category id in `write_lvis_tree`'s files."""
+  start = 1
+  for letter, count in LVIS_FREQUENCY_COUNTS:
+    if category_id < start + count:
+      return letter
+    start += count
+  raise ValueError(f'category id {category_id} > 1203')
+
+
+def _box(x0, y0, x1, y1):
+  return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def _lvis_images(split: str):
+  """(image id, COCO folder, (h, w), annotations) of a fake split.
+
+  Annotations are (category id, segmentation); they overlap, use ids past
+  255, a two-polygon object, an uncompressed and a compressed RLE; one image
+  per split has none; each split uses both COCO folders.
+  """
+  def rle(h, w, x0, y0, x1, y1):
+    m = np.zeros((h, w), np.uint8)
+    m[y0:y1, x0:x1] = 1
+    return m
+
+  if split == 'train':
+    return [
+        (139, 'val2017', (40, 48), [
+            (1203, [_box(2, 2, 40, 30)]),            # Large, rare.
+            (3, [_box(10, 8, 20, 18)]),              # Small, on top.
+            (700, [[30, 20, 46, 38, 14, 38]]),        # Triangle over both.
+        ]),
+        (285, 'train2017', (36, 44), [
+            (3, [_box(12, 10, 18, 16)]),             # Small first...
+            (405, [_box(4, 4, 36, 30), _box(38, 4, 43, 12)]),  # ...then big.
+            (406, ('rle', (6, 20, 30, 34))),
+        ]),
+        (632, 'train2017', (32, 40), []),           # No annotations.
+        (724, 'train2017', (44, 36), [
+            (256, ('rle_str', (0, 0, 20, 44))),
+            (1000, [_box(8, 6, 30, 40)]),
+            (2, [_box(0, 30, 35, 43)]),
+        ]),
+    ], rle
+  return [
+      (776, 'val2017', (40, 40), [
+          (867, [_box(5, 5, 35, 35)]),
+          (1, [_box(15, 0, 25, 39)]),
+      ]),
+      (785, 'val2017', (38, 34), []),
+      (802, 'train2017', (34, 42), [
+          (1100, [[3, 3, 40, 5, 20, 30]]),
+      ]),
+  ], rle
+
+
+def write_lvis_tree(root: str, seed: int = 0,
+                    image_fn: Optional[Callable[[int, tuple[int, int]],
+                                                np.ndarray]] = None,
+                    ) -> dict[str, dict]:
+  """Writes a fake LVIS v1 tree: annotation files and COCO JPEGs.
+
+  `root/lvis_v1_{train,val}.json` in the real schema (all 1203 categories
+  with their `frequency`, images with `coco_url`, annotations with polygons
+  or RLE) and `root/{train,val}2017/<12 digits>.jpg`.
+
+  Args:
+    root: the data root to write under.
+    seed: seed of the random image content.
+    image_fn: optional (image id, (h, w)) -> uint8 [h, w, 3]; default noise.
+
+  Returns:
+    split -> the annotation file's JSON object.
+  """
+  rng = np.random.default_rng(seed)
+  categories = [{'id': c, 'name': f'category_{c}', 'synset': f's{c}.n.01',
+                 'synonyms': [f'category_{c}'], 'def': '',
+                 'frequency': lvis_frequency(c), 'instance_count': 1,
+                 'image_count': 1} for c in range(1, 1204)]
+  written = {}
+  for split in ('train', 'val'):
+    entries, make_rle = _lvis_images(split)
+    images, annotations = [], []
+    for image_id, folder, (h, w), objects in entries:
+      name = f'{image_id:012d}.jpg'
+      os.makedirs(os.path.join(root, folder), exist_ok=True)
+      pixels = (image_fn(image_id, (h, w)) if image_fn else
+                rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+      Image.fromarray(pixels).save(os.path.join(root, folder, name),
+                                   quality=100)
+      images.append({
+          'id': image_id, 'height': h, 'width': w, 'license': 1,
+          'date_captured': '2013-11-14 16:28:13',
+          'flickr_url': f'http://farm3.staticflickr.com/{name}',
+          'coco_url': f'http://images.cocodataset.org/{folder}/{name}',
+          'neg_category_ids': [], 'not_exhaustive_category_ids': []})
+      for category_id, seg in objects:
+        if isinstance(seg, tuple):
+          kind, box = seg
+          m = make_rle(h, w, *box)
+          if kind == 'rle':  # Uncompressed: run lengths, column-major.
+            flat = m.ravel(order='F')
+            changes = np.flatnonzero(np.diff(flat)) + 1
+            bounds = np.concatenate([[0], changes, [flat.size]])
+            counts = np.diff(bounds).tolist()
+            if flat[0]:
+              counts = [0] + counts
+            seg = {'size': [h, w], 'counts': counts}
+          else:
+            encoded = mask_utils.encode(np.asfortranarray(m))
+            seg = {'size': [h, w],
+                   'counts': encoded['counts'].decode('ascii')}
+        annotations.append({
+            'id': len(annotations) + 1 + (0 if split == 'train' else 1000),
+            'image_id': image_id, 'category_id': category_id,
+            'segmentation': seg, 'area': 1.0, 'bbox': [0, 0, 1, 1]})
+    data = {'info': {'description': 'fake LVIS v1'}, 'licenses': [],
+            'images': images, 'annotations': annotations,
+            'categories': categories}
+    with open(os.path.join(root, f'lvis_v1_{split}.json'), 'w') as f:
+      json.dump(data, f)
+    written[split] = data
+  return written

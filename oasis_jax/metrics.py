@@ -97,6 +97,31 @@ def mean_iou(conf, ignore_index: Optional[int] = None) -> float:
   return float(iou.mean()) if iou.size else float('nan')
 
 
+def group_mean_iou(conf, groups) -> dict[str, float]:
+  """Mean IoU of each named group of classes (e.g. LVIS rare/common/frequent).
+
+  Within a group, the mean is over its classes that occur (in labels or
+  predictions), as in `mean_iou`; ids outside [0, C) are left out.
+
+  Args:
+    conf: [C, C] confusion matrix (rows true, columns predicted).
+    groups: group name -> class ids (of the confusion matrix).
+
+  Returns:
+    group name -> mIoU in [0, 1], NaN for a group none of whose classes
+    occurs.
+  """
+  iou = per_class_iou(conf)
+  out = {}
+  for name, ids in groups.items():
+    ids = np.asarray(list(ids), np.int64)
+    ids = ids[(ids >= 0) & (ids < iou.shape[0])]
+    values = iou[ids]
+    values = values[~np.isnan(values)]
+    out[name] = float(values.mean()) if values.size else float('nan')
+  return out
+
+
 # ----------------------------------------------------------------------------
 # Per-data-set protocols.
 # ----------------------------------------------------------------------------

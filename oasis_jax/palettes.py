@@ -55,6 +55,12 @@ def coco_stuff_palette(num_classes: int = 183) -> np.ndarray:
   return _fit(palette_data.coco_stuff_colours(), num_classes)
 
 
+def lvis_palette(num_classes: int = 1204) -> np.ndarray:
+  """Black for unlabeled 0, generic colours for the 1203 LVIS categories
+  (LVIS has no official colours)."""
+  return generic_palette(num_classes)
+
+
 def _fit(palette: np.ndarray, num_classes: int) -> np.ndarray:
   """The first num_classes colours; generic ones past the official list."""
   if num_classes <= len(palette):
@@ -67,6 +73,7 @@ PALETTES: dict[str, Callable[[int], np.ndarray]] = {
     'cityscapes': cityscapes_palette,
     'ade20k': ade20k_palette,
     'coco_stuff': coco_stuff_palette,
+    'lvis': lvis_palette,
 }
 
 

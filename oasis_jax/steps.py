@@ -6,8 +6,10 @@ one left: G step: G(label, z1) -> D(fake); D step: G(label, z2) (no gradient)
 -> D(fake) -> D(real) -> D(mixed). Then the EMA of the generator's state.
 """
 
+import contextlib
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -55,6 +57,39 @@ def _apply(module, params, stats, *args, train: bool, **kwargs):
   return out, mutated.get('batch_stats', stats)
 
 
+# The discriminator's last layer, a 1x1 conv to the N+1 logits.
+_D_HEAD = 'layer_up_last'
+
+
+def _fused_head(config) -> bool:
+  """config.perf.fused_d_head: losses from the last conv's inputs."""
+  return bool(config.perf.get('fused_d_head', False))
+
+
+def _without_head(next_fun, args, kwargs, context):
+  """Flax interceptor: the discriminator's last conv returns its input."""
+  if context.method_name == '__call__' and context.module.name == _D_HEAD:
+    return args[0]
+  return next_fun(*args, **kwargs)
+
+
+def _apply_d(disc, params, stats, x, *, config, **kwargs):
+  """D in train mode: (logits, or with the fused head the [B, H, W, F]
+  inputs of its last conv, which the losses then apply chunk by chunk)."""
+  with (nn.intercept_methods(_without_head) if _fused_head(config)
+        else contextlib.nullcontext()):
+    return _apply(disc, params, stats, x, train=True, **kwargs)
+
+
+def _n_plus_one(d_out, d_params, label, *, real, weights, config):
+  """N+1 loss of `_apply_d`'s output."""
+  if not _fused_head(config):
+    return losses.n_plus_one_loss(d_out, label, real=real, weights=weights)
+  head = d_params[_D_HEAD]
+  return losses.n_plus_one_loss_from_features(
+      d_out, head['kernel'], head['bias'], label, real=real, weights=weights)
+
+
 def generator_step(state: train_state_lib.TrainState, image, label, z,
                    weights, *, config, vgg_params=None):
   """One G update: adversarial loss through D, Adam on G's params.
@@ -77,10 +112,10 @@ def generator_step(state: train_state_lib.TrainState, image, label, z,
                                                        label, config)
       loss = metrics['g/adv'] + metrics['g/feat']
     else:
-      logits, d_stats = _apply(disc, d.params, d.batch_stats, fake,
-                               train=True)
-      loss = losses.n_plus_one_loss(logits, label, real=True,
-                                    weights=weights)
+      logits, d_stats = _apply_d(disc, d.params, d.batch_stats, fake,
+                                 config=config)
+      loss = _n_plus_one(logits, d.params, label, real=True,
+                         weights=weights, config=config)
       metrics = {'g/adv': loss}
     if vgg_params is not None:
       metrics['g/vgg'] = config.loss.lambda_vgg * vgg_loss(
@@ -183,28 +218,33 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
     """D(fake), D(real) [, D(mixed)]: consecutive official forwards."""
     inputs = [fake, image] + ([mixed] if use_labelmix else [])
     if fuse:  # One batched call; each chunk sees its own power iteration.
-      logits, stats = _apply(disc, d_params, d.batch_stats,
-                             jnp.concatenate(inputs), train=True,
-                             groups=len(inputs))
+      logits, stats = _apply_d(disc, d_params, d.batch_stats,
+                               jnp.concatenate(inputs), config=config,
+                               groups=len(inputs))
       return jnp.split(logits, len(inputs)), stats
     outs, stats = [], d.batch_stats
     for x in inputs:
-      out, stats = _apply(disc, d_params, stats, x, train=True)
+      out, stats = _apply_d(disc, d_params, stats, x, config=config)
       outs.append(out)
     return outs, stats
 
   def loss_fn(d_params):
     outs, stats = forwards(d_params)
     d_fake, d_real = outs[0], outs[1]
-    loss_fake = losses.n_plus_one_loss(d_fake, label, real=False)
-    loss_real = losses.n_plus_one_loss(d_real, label, real=True,
-                                       weights=weights)
+    loss_fake = _n_plus_one(d_fake, d_params, label, real=False,
+                            weights=None, config=config)
+    loss_real = _n_plus_one(d_real, d_params, label, real=True,
+                            weights=weights, config=config)
     total = loss_fake + loss_real
     metrics = {'d/fake': loss_fake, 'd/real': loss_real}
     aux = {'fake': fake, 'd_fake': d_fake, 'd_real': d_real}
     if use_labelmix:
-      lm = config.loss.lambda_labelmix * losses.labelmix_loss(
-          mask, d_real, d_fake, outs[2])
+      if _fused_head(config):
+        lm = losses.labelmix_loss_from_features(
+            mask, d_real, d_fake, outs[2], d_params[_D_HEAD]['kernel'])
+      else:
+        lm = losses.labelmix_loss(mask, d_real, d_fake, outs[2])
+      lm = config.loss.lambda_labelmix * lm
       total = total + lm
       metrics['d/labelmix'] = lm
       aux.update(mixed=mixed, d_mixed=outs[2])

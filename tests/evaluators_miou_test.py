@@ -1,5 +1,6 @@
 """Tests of evaluators/miou.py: protocols, D's segmentation, confusion."""
 
+import math
 import types
 from unittest import mock
 
@@ -8,7 +9,9 @@ from absl.testing import parameterized
 import jax.numpy as jnp
 import numpy as np
 
+from configs import lvis as lvis_config
 from configs import tiny
+from data_pipelines import testing
 from oasis_jax import metrics
 from oasis_jax import models
 from oasis_jax import sharding
@@ -43,6 +46,30 @@ class MiouTest(parameterized.TestCase):
     np.testing.assert_array_equal(out, [[[2, 0, 3]]])
     self.assertEqual(seen, {'variables': {'params': 1}, 'shape': (1, 1, 3, 3),
                             'train': False})
+
+  def test_lvis_miou_by_frequency_group(self):
+    root = self.create_tempdir().full_path
+    testing.write_lvis_tree(root)
+    config = lvis_config.get_config()
+    config.data.root = root
+    protocol = miou_evaluator.segmentation_protocol(config)  # Identity.
+    seg = metrics.confusion_matrix([1100, 1100, 1100, 1100, 2, 500],
+                                   [1100, 1100, 1100, 7, 2, 3], 1204)
+    # rare 1100: 3 / 4; frequent 2: 1, 7: 0, 3: 0 -> 1 / 3; common 500: 0.
+    d = metrics.confusion_matrix([2, 900], [2, 900], 1204)
+    got = miou_evaluator.group_mious(config, protocol, seg, d, 0)
+    self.assertAlmostEqual(got['miou_rare'], 0.75)
+    self.assertAlmostEqual(got['miou_frequent'], 1 / 3)
+    self.assertAlmostEqual(got['miou_common'], 0.0)
+    self.assertEqual(got['miou_discriminator_frequent'], 1.0)
+    self.assertEqual(got['miou_discriminator_rare'], 1.0)  # 900 is rare.
+    self.assertTrue(math.isnan(got['miou_discriminator_common']))
+    self.assertNotIn('miou_rare', miou_evaluator.group_mious(
+        config, protocol, None, d, 0))
+    self.assertNotIn('miou_discriminator_rare', miou_evaluator.group_mious(
+        config, protocol, seg, None, 0))
+    self.assertEqual(miou_evaluator.group_mious(tiny.get_config(), protocol,
+                                                seg, d, 0), {})
 
   def test_known_data_sets_keep_their_protocol(self):
     config = tiny.get_config()

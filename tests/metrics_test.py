@@ -57,6 +57,15 @@ class ConfusionMatrixTest(parameterized.TestCase):
     # IoU(1) = 1 / 2 (one pixel predicted 0), IoU(2) = 2 / 2.
     self.assertAlmostEqual(metrics.mean_iou(conf, ignore_index=0), 0.75)
 
+  def test_group_mean_iou_known_answer(self):
+    conf = metrics.confusion_matrix([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0], 5)
+    # IoU: 1/3, 2/3, 1/2, NaN, NaN (classes 3, 4 occur nowhere).
+    got = metrics.group_mean_iou(
+        conf, {'rare': [0, 2], 'common': [1, 3], 'frequent': [4, 9]})
+    self.assertAlmostEqual(got['rare'], (1 / 3 + 1 / 2) / 2)
+    self.assertAlmostEqual(got['common'], 2 / 3)  # 3 left out.
+    self.assertTrue(np.isnan(got['frequent']))  # 9 is outside the matrix.
+
   def test_perfect_prediction_gives_one_and_empty_gives_nan(self):
     labels = np.random.default_rng(0).integers(0, 5, size=(2, 8, 8))
     self.assertEqual(

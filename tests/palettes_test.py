@@ -26,6 +26,14 @@ class PalettesTest(parameterized.TestCase):
     np.testing.assert_array_equal(palette, palettes.generic_palette(n))
     np.testing.assert_array_equal(palette[0], [0, 0, 0])
 
+  def test_lvis_palette_gives_1204_distinct_colours(self):
+    config = ml_collections.ConfigDict(
+        {'data': {'name': 'lvis', 'num_classes': 1204, 'palette': ''}})
+    palette = palettes.for_config(config)
+    self.assertEqual(palette.shape, (1204, 3))
+    self.assertLen({tuple(c) for c in palette}, 1204)
+    np.testing.assert_array_equal(palette[0], [0, 0, 0])  # Unlabeled.
+
   def test_generic_palette_first_colours_are_pascal_voc(self):
     np.testing.assert_array_equal(
         palettes.generic_palette(4),

@@ -1,4 +1,4 @@
-"""Tests of the speed and memory options: bfloat16 compute and rematerialization."""
+"""Tests of the speed and memory options: bfloat16, remat, the fused D head."""
 
 import functools
 
@@ -28,8 +28,9 @@ def _batch(config):
 
 
 @functools.lru_cache(maxsize=None)
-def _one_iteration(compute_dtype='float32', remat=False):
-  config = _config(compute_dtype=compute_dtype, remat=remat)
+def _one_iteration(compute_dtype='float32', remat=False, fused_d_head=False):
+  config = _config(compute_dtype=compute_dtype, remat=remat,
+                   fused_d_head=fused_d_head)
   state = train_state.create_train_state(config, jax.random.PRNGKey(0))
   step = jax.jit(functools.partial(steps.train_step, config=config,
                                    return_aux=True))
@@ -92,6 +93,26 @@ class RematTest(absltest.TestCase):
     for p0, p1 in zip(jax.tree.leaves(s0.generator.batch_stats),
                       jax.tree.leaves(s1.generator.batch_stats)):
       np.testing.assert_allclose(p1, p0, rtol=1e-4, atol=1e-6)
+
+
+class FusedDiscriminatorHeadTest(absltest.TestCase):
+
+  def test_fused_head_gives_the_same_iteration(self):
+    _, (s0, m0, a0) = _one_iteration('float32', False, False)
+    _, (s1, m1, a1) = _one_iteration('float32', False, True)
+    self.assertEqual(set(m1), set(m0))
+    for k in m0:
+      np.testing.assert_allclose(m1[k], m0[k], rtol=1e-5, err_msg=k)
+    for side in ('d', 'g'):
+      for g0, g1 in zip(jax.tree.leaves(a0[side]['grads']),
+                        jax.tree.leaves(a1[side]['grads']), strict=True):
+        np.testing.assert_allclose(g1, g0, rtol=1e-4, atol=1e-7)
+    for p0, p1 in zip(jax.tree.leaves(s0.discriminator.params),
+                      jax.tree.leaves(s1.discriminator.params), strict=True):
+      np.testing.assert_allclose(p1, p0, rtol=1e-5, atol=1e-7)
+    # With the fused head the step's D outputs are the last conv's inputs.
+    self.assertEqual(a1['d']['d_real'].shape[-1],
+                     _config().discriminator.last_channels)
 
 
 class CompilerOptionsTest(absltest.TestCase):

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import data_pipelines
 from oasis_jax import batching
 from oasis_jax import input_pipeline
 from oasis_jax import metrics
@@ -54,6 +55,35 @@ def discriminator_segmentation(variables, image, *, config):
   return jnp.argmax(logits[..., 1:], axis=-1).astype(jnp.int32)
 
 
+def group_mious(config, protocol: metrics.SegmentationProtocol,
+                seg_conf: Optional[np.ndarray], d_conf: Optional[np.ndarray],
+                dontcare: Optional[int]) -> dict[str, float]:
+  """mIoU per group of classes of the data set (LVIS: by frequency).
+
+  Returns {'miou_<group>': the segmenter's mIoU (when seg_conf is given),
+  'miou_discriminator_<group>': the discriminator's (when d_conf is given)},
+  empty for data sets without groups. Data set ids map to segmenter ids
+  through the protocol.
+  """
+  groups = data_pipelines.class_groups(config.data)
+  if not groups:
+    return {}
+  out = {}
+  if seg_conf is not None:
+    table = protocol.label_map
+    seg_groups = {name: [int(table[i]) for i in ids if 0 <= i < len(table)
+                         and table[i] != protocol.ignore_index]
+                  for name, ids in groups.items()}
+    for name, value in metrics.group_mean_iou(seg_conf, seg_groups).items():
+      out[f'miou_{name}'] = value
+  if d_conf is not None:
+    d_groups = {name: [i for i in ids if i != dontcare]
+                for name, ids in groups.items()}
+    for name, value in metrics.group_mean_iou(d_conf, d_groups).items():
+      out[f'miou_discriminator_{name}'] = value
+  return out
+
+
 class MiouEvaluator:
   """Accumulates the confusion matrices of batches of generated images.
 
@@ -65,6 +95,7 @@ class MiouEvaluator:
                discriminator: common.Variables, segmenter: str = ''):
     """`discriminator`: D's variables, or None for a discriminator that
     does not segment (SPADE's PatchGAN); `segmenter`: an .onnx file or ''."""
+    self._config = config
     self._num_classes = int(config.data.num_classes)
     self._dontcare = dontcare_id(config)
     self._protocol = segmentation_protocol(config)
@@ -109,4 +140,9 @@ class MiouEvaluator:
       out['miou'] = metrics.mean_iou(self._conf_seg)
       out['miou_segmenter'] = os.path.abspath(self._segmenter_path)
       out['miou_protocol'] = self._protocol.name
+    out.update(group_mious(
+        self._config, self._protocol,
+        self._conf_seg if self._onnx is not None else None,
+        self._conf_d if self._discriminator is not None else None,
+        self._dontcare))
     return out

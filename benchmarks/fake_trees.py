@@ -24,6 +24,7 @@ from data_pipelines import core
 from data_pipelines import synthetic
 from data_pipelines import testing
 from data_pipelines import transforms
+from oasis_jax import geometry
 
 _DATASET = flags.DEFINE_string('dataset', 'ade20k', 'ade20k or cityscapes.')
 _FILES = flags.DEFINE_integer('files', 24, 'Pairs in the fake tree.')
@@ -85,7 +86,7 @@ def cpu_ms_per_image(name: str, root: str) -> float:
   config = make_config(name, root)
   source = data_pipelines.make_source(config.data, 'train')
   augment = transforms.RandomCropAndFlip(
-      core.image_hw(config.data), (LOAD_SIZE, LOAD_SIZE) if crop else None,
+      geometry.image_hw(config.data), (LOAD_SIZE, LOAD_SIZE) if crop else None,
       flip=True)
   augment(0, source[0])
   count = 2 * len(source)

@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 import data_pipelines
-from data_pipelines import core
 from data_pipelines import synthetic
 from data_pipelines import testing
 from data_pipelines import transforms

@@ -1,7 +1,6 @@
 """host_memory: trim_heap hands freed heap pages back to the OS."""
 
 import ctypes.util
-import os
 import sys
 
 from absl.testing import absltest

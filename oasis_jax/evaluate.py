@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 
 from oasis_jax import evaluation
+from oasis_jax import fatal
 from oasis_jax import fid
 from oasis_jax import host_memory
 
@@ -119,4 +120,4 @@ def main(argv: Sequence[str]) -> None:
 if __name__ == '__main__':
   host_memory.relaunch_with_huge_pages()
   define_checkpoint_flags()
-  app.run(main)
+  fatal.run_main(main)

@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from oasis_jax import fatal
 from oasis_jax import inference
 from oasis_jax import inference_checkpoint
 from oasis_jax import logging_utils
@@ -91,4 +92,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  fatal.run_main(main)

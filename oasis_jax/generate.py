@@ -30,6 +30,7 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+from oasis_jax import fatal
 from oasis_jax import host_memory
 from oasis_jax import inference
 from oasis_jax import logging_utils
@@ -324,8 +325,8 @@ def main(argv: Sequence[str]) -> None:
                   seed=f.seed, edit_classes=edit_classes,
                   edit_seed=f.edit_seed, label_values=f.label_values)
   except (LabelError, FileNotFoundError) as e:
-    sys.stderr.write(f'ERROR: {e}\n')
-    sys.exit(1)
+    fatal.report(e)
+    sys.exit(fatal.EXIT_FAILURE)
   print(f'wrote {len(written)} images for {len(files)} label map(s) to '
         f'{f.out}')
 
@@ -333,4 +334,4 @@ def main(argv: Sequence[str]) -> None:
 if __name__ == '__main__':
   host_memory.relaunch_with_huge_pages()
   define_flags()
-  app.run(main)
+  fatal.run_main(main)

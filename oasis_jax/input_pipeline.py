@@ -16,6 +16,7 @@ happens in the step); the iterators support get_state()/set_state() and
 `grain.checkpoint.CheckpointSave(it)` in an Orbax `Composite`.
 """
 
+import functools
 import math
 import os
 import threading
@@ -83,19 +84,24 @@ def _watch_parent(parent: int) -> None:
       os._exit(1)  # pylint: disable=protected-access
 
 
-def end_with_parent(worker_index: int, worker_count: int) -> None:
-  """Grain worker initializer: the worker ends when its parent process dies.
+def end_with_parent(parent: int, worker_index: int,
+                    worker_count: int) -> None:
+  """Grain worker initializer: the worker ends when process `parent` dies.
 
   However the training process dies (kill -9 included), its workers notice
   within _PARENT_POLL_S that they were re-parented and exit, instead of
-  living on under init holding their memory.
+  living on under init holding their memory. (A watchdog thread rather than
+  prctl(PR_SET_PDEATHSIG): that signal follows the parent *thread*, and
+  works on Linux only.)
 
   Args:
+    parent: the pid of the training process (bound before the spawn, so a
+      parent that died before the worker started is noticed too).
     worker_index: this worker (unused).
     worker_count: the number of workers (unused).
   """
   del worker_index, worker_count
-  threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True,
+  threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                    name='end_with_parent').start()
 
 
@@ -110,7 +116,7 @@ def _to_iterator(dataset: grain.MapDataset, num_workers: int):
       flags.FLAGS.mark_as_parsed()
     iter_ds = iter_ds.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=num_workers),
-        worker_init_fn=end_with_parent)
+        worker_init_fn=functools.partial(end_with_parent, os.getpid()))
   return iter(iter_ds)
 
 

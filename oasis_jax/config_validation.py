@@ -10,6 +10,15 @@ class ConfigError(ValueError):
   """Bad config values; the message has one clause per key."""
 
 
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
 # key -> (test of the value, what is expected). Keys absent from a config
 # (another data set's or an older config) are skipped.
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -35,30 +44,21 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
                          'a positive integer'),
     'train.log_every_steps': (lambda v: _is_int(v) and v > 0,
                               'a positive integer (steps)'),
-    'train.sample_every_steps': (lambda v: _is_int(v) and v > 0,
-                                 'a positive integer (steps)'),
+    'train.sample_every_steps': (_is_int,
+                                 'an integer (steps; <= 0: at the end only)'),
     'train.checkpoint_every_steps': (lambda v: _is_int(v) and v > 0,
                                      'a positive integer (steps)'),
     'train.keep_checkpoints': (lambda v: v is None or (_is_int(v) and v > 0),
                                'a positive integer (or None: keep all)'),
     'train.num_sample_images': (lambda v: _is_int(v) and v > 0,
                                 'a positive integer'),
-    'eval.fid_every_steps': (lambda v: _is_int(v),
+    'eval.fid_every_steps': (_is_int,
                              'an integer (steps; <= 0: no FID)'),
     'eval.num_fid_images': (lambda v: _is_int(v) and (v > 0 or v == -1),
                             'a positive integer or -1 (the whole split)'),
     'eval.batch_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
     'eval.best_mode': (lambda v: v in ('min', 'max'), "'min' or 'max'"),
 }
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
 
 
 def _lookup(config: ml_collections.ConfigDict, key: str):

@@ -4,8 +4,10 @@
 evaluate, export, data_pipelines.inspect): an expected failure (bad config,
 bad data, a workdir that cannot be written, a NaN loss, damaged checkpoints,
 a full disk) prints one line `FATAL <what happened>` to stderr and exits
-with status 1. The traceback is printed too with `--verbose`. Anything else
-is a bug and keeps Python's traceback.
+with status 1. The traceback is printed too with `--verbose`. A Ctrl-C that
+the program does not catch itself (main catches the first) prints `FATAL
+interrupted` and exits with 130. Anything else is a bug and keeps Python's
+traceback.
 """
 
 import sys
@@ -21,6 +23,7 @@ _VERBOSE = flags.DEFINE_bool(
     'the FATAL line.')
 
 EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention.
 
 
 class Error(Exception):
@@ -37,6 +40,8 @@ EXPECTED = (Error, ValueError, OSError, FloatingPointError)
 def one_line(error: BaseException) -> str:
   """The message of `error` on one line (its type when it has none)."""
   text = ' '.join(str(error).split())
+  if isinstance(error, KeyboardInterrupt):
+    return text
   if isinstance(error, KeyError) or not text:
     text = f'{type(error).__name__}: {text}' if text else type(error).__name__
   return text
@@ -65,6 +70,9 @@ def guard(main: Callable[[Sequence[str]], Optional[int]],
     except expected as e:  # pylint: disable=catching-non-exception
       report(e)
       sys.exit(EXIT_FAILURE)
+    except KeyboardInterrupt as e:  # A Ctrl-C that was not caught.
+      report(e, prefix='interrupted')
+      sys.exit(EXIT_INTERRUPTED)
 
   return guarded
 

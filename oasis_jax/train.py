@@ -457,9 +457,10 @@ def _train(config, workdir: epath.Path, evaluate_fn: Optional[EvaluateFn],
       if log_now or save_now:
         means = _check_finite(pending, saved)
         pending = []
-        logging_utils.log_progress(step, num_steps, timer.rate(step),
-                                   train.batch_size, means, writer)
-        writer.flush()
+        if log_now or last:
+          logging_utils.log_progress(step, num_steps, timer.rate(step),
+                                     train.batch_size, means, writer)
+          writer.flush()
         checkpointing.check_saves(manager)
       if save_now:
         checkpointing.save(manager, step, state, train_iter)

@@ -50,6 +50,11 @@ class GuardTest(parameterized.TestCase):
     self.assertIn('Traceback', stderr)
     self.assertTrue(stderr.endswith('FATAL bad\n'))
 
+  def test_uncaught_ctrl_c_is_one_line_and_exit_130(self):
+    code, stderr = self._run(_failing(KeyboardInterrupt()))
+    self.assertEqual(code, 130)
+    self.assertEqual(stderr, 'FATAL interrupted\n')
+
   def test_unexpected_error_keeps_its_traceback(self):
     with self.assertRaises(ZeroDivisionError):
       fatal.guard(_failing(ZeroDivisionError('bug')))(['prog'])

@@ -4,12 +4,14 @@
 evaluate, export, data_pipelines.inspect): an expected failure (bad config,
 bad data, a workdir that cannot be written, a NaN loss, damaged checkpoints,
 a full disk) prints one line `FATAL <what happened>` to stderr and exits
-with status 1. The traceback is printed too with `--verbose`. A Ctrl-C that
+with status 1; so does an error raised inside Orbax or TensorStore (a damaged
+checkpoint). The traceback is printed too with `--verbose`. A Ctrl-C that
 the program does not catch itself (main catches the first) prints `FATAL
 interrupted` and exits with 130. Anything else is a bug and keeps Python's
 traceback.
 """
 
+import os
 import sys
 import traceback
 from typing import Callable, Optional, Sequence
@@ -37,9 +39,28 @@ class Error(Exception):
 EXPECTED = (Error, ValueError, OSError, FloatingPointError)
 
 
+# Errors raised inside these packages are about the checkpoint files read
+# (truncated, garbled, of another model), whatever their type.
+CHECKPOINT_LIBRARIES = ('orbax', 'tensorstore')
+_MAX_CHARS = 600  # Library messages can hold pages of specs.
+
+
+def raised_in(error: BaseException, packages: Sequence[str]) -> bool:
+  """Whether `error` was raised in a module of one of `packages`."""
+  frames = traceback.extract_tb(error.__traceback__)
+  if not frames:
+    return False
+  parts = frames[-1].filename.split(os.sep)
+  return any(p in parts for p in packages)
+
+
 def one_line(error: BaseException) -> str:
   """The message of `error` on one line (its type when it has none)."""
-  text = ' '.join(str(error).split())
+  text = str(error).split('. See full TensorStore details')[0]
+  text = ' '.join(text.split())
+  if len(text) > _MAX_CHARS:
+    text = text[:_MAX_CHARS - 3] + '...'
+
   if isinstance(error, KeyboardInterrupt):
     return text
   if isinstance(error, KeyError) or not text:
@@ -69,6 +90,11 @@ def guard(main: Callable[[Sequence[str]], Optional[int]],
       raise
     except expected as e:  # pylint: disable=catching-non-exception
       report(e)
+      sys.exit(EXIT_FAILURE)
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      if not raised_in(e, CHECKPOINT_LIBRARIES):
+        raise
+      report(e, prefix='checkpoint: ')  # A damaged or foreign checkpoint.
       sys.exit(EXIT_FAILURE)
     except KeyboardInterrupt as e:  # A Ctrl-C that was not caught.
       report(e, prefix='interrupted')

@@ -1,13 +1,17 @@
 """Tests of the FATAL line of the command-line tools."""
 
 import errno
+import glob
 import io
+import os
 import sys
 
 from absl import app
 from absl.testing import absltest
 from absl.testing import flagsaver
 from absl.testing import parameterized
+import numpy as np
+import orbax.checkpoint as ocp
 
 from oasis_jax import fatal
 
@@ -54,6 +58,37 @@ class GuardTest(parameterized.TestCase):
     code, stderr = self._run(_failing(KeyboardInterrupt()))
     self.assertEqual(code, 130)
     self.assertEqual(stderr, 'FATAL interrupted\n')
+
+  def test_error_inside_orbax_is_one_fatal_line(self):
+    path = os.path.join(self.create_tempdir().full_path, 'ckpt')
+    values = np.random.default_rng(0).random(1000)  # Incompressible.
+    ocp.PyTreeCheckpointer().save(path, {'w': values})
+    data = max(glob.glob(os.path.join(path, '**', 'd', '*'), recursive=True),
+               key=os.path.getsize)
+    with open(data, 'r+b') as f:  # The truncated array file.
+      f.truncate(os.path.getsize(data) // 2)
+
+    def main(argv):
+      del argv
+      ocp.PyTreeCheckpointer().restore(path)
+
+    code, stderr = self._run(main)
+    self.assertEqual(code, 1)
+    self.assertTrue(stderr.startswith('FATAL '), stderr)
+    self.assertIn('ckpt', stderr)
+    self.assertEqual(stderr.count('\n'), 1, stderr)
+    self.assertLessEqual(len(stderr), 700)
+
+  def test_any_error_raised_inside_orbax_is_a_checkpoint_error(self):
+    fake = os.path.join(os.sep, 'site-packages', 'orbax', 'handler.py')
+
+    def main(argv):
+      del argv
+      code = compile('raise Exception("bad chunk")', fake, 'exec')
+      exec(code)  # pylint: disable=exec-used
+
+    code, stderr = self._run(main)
+    self.assertEqual((code, stderr), (1, 'FATAL checkpoint: bad chunk\n'))
 
   def test_unexpected_error_keeps_its_traceback(self):
     with self.assertRaises(ZeroDivisionError):

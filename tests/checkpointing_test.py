@@ -180,7 +180,10 @@ _DAMAGES = {
 
 def _big_state(value: float):
   """_state with an array stored in its own file (not inlined by OCDBT)."""
-  return {**_state(value), 'big': jnp.arange(1000.0) + value}
+  # Random values: zstd stores them raw, so a flipped bit restores wrong
+  # (unnoticed but for the fingerprint) instead of failing to decode.
+  big = np.random.default_rng(int(value)).random(1000).astype(np.float32)
+  return {**_state(value), 'big': jnp.asarray(big)}
 
 
 class FallbackRestoreTest(parameterized.TestCase):

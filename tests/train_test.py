@@ -250,8 +250,11 @@ class UnattendedTest(parameterized.TestCase):
     output = '\n'.join(logs.output)
     self.assertIn(f'Checkpoint {folder}/70 is damaged (an empty folder)',
                   output)
-    self.assertIn(f'Checkpoint {folder}/4 is damaged (arrays differ from '
-                  'their fingerprint', output)
+    # A flip in a compressed block fails to decode; elsewhere the values
+    # restore wrong and differ from the fingerprint.
+    self.assertRegex(output, f'Checkpoint {folder}/4 is damaged '
+                     r'\((arrays differ from their fingerprint|does not '
+                     r'restore)')
     self.assertIn('Resumed from the checkpoint of step 2.', output)
     self.assertCountEqual(
         os.listdir(os.path.join(workdir, checkpointing.DAMAGED_DIR)),

@@ -1,13 +1,15 @@
-"""Scans a data set split and reports its pairs, sizes, classes and problems.
+"""Scans data set splits: their pairs, sizes, classes and problems.
 
   python -m data_pipelines.inspect --config=configs/coco.py \
       --config.data.root=DIR [--split=train] [--json]
 
-Reports the number of pairs, the image sizes, the histogram of class ids
-after the data set's remapping and every problem found (each naming the
-file); exits with status 1 if there is any problem. With --json it prints one
+Scans every split a training run reads (train and val) unless --split names
+one. Reports, per split, the number of pairs, the image sizes, the histogram
+of class ids after the data set's remapping and every problem found (each
+naming the file); exits with status 1 if there is any problem. With --json it prints one
 JSON object with `num_examples`, `image_sizes`, `class_histogram` (class id ->
-pixel count) and `problems` (a list of {'file', 'problem'}). LVIS is scanned
+pixel count) and `problems` (a list of {'file', 'problem'}); for every split
+(no --split), one object of such objects by split name. LVIS is scanned
 from its annotation files (label maps painted on the fly) and adds
 `frequency_groups` (pixels and share of the unlabeled, rare, common and
 frequent classes), `num_categories_present`, `num_unannotated_images` and
@@ -30,6 +32,7 @@ import numpy as np
 import data_pipelines
 from data_pipelines import core
 from data_pipelines import lvis
+from oasis_jax import fatal
 
 
 def _define_flags():
@@ -38,8 +41,8 @@ def _define_flags():
   config_flags.DEFINE_config_file(
       'config', None, 'Training config file (its config.data is used).',
       lock_config=True)
-  flags.DEFINE_enum('split', 'train', list(data_pipelines.SPLITS),
-                    'Split to scan.')
+  flags.DEFINE_enum('split', None, list(data_pipelines.SPLITS),
+                    'Split to scan (default: every split a run reads).')
   flags.DEFINE_bool('json', False, 'Print one JSON object.')
   flags.DEFINE_integer('num_threads', 0,
                        'Decoding threads (0: the number of CPUs).')
@@ -187,15 +190,18 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = flags.FLAGS.config
   as_json = flags.FLAGS.json
-  report = scan(config.data, flags.FLAGS.split, flags.FLAGS.num_threads,
-                log_progress=not as_json)
+  splits = ([flags.FLAGS.split] if flags.FLAGS.split else
+            list(data_pipelines.SPLITS))
+  reports = {split: scan(config.data, split, flags.FLAGS.num_threads,
+                         log_progress=not as_json) for split in splits}
   if as_json:
-    print(json.dumps(report))
+    print(json.dumps(reports[splits[0]] if len(splits) == 1 else reports))
   else:
-    print(format_report(report, int(config.data.num_classes)))
-  return 1 if report['problems'] else 0
+    print('\n\n'.join(format_report(r, int(config.data.num_classes))
+                       for r in reports.values()))
+  return 1 if any(r['problems'] for r in reports.values()) else 0
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  fatal.run_main(main)

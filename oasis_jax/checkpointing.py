@@ -8,6 +8,15 @@ renames it when complete, so a run killed while saving leaves the previous
 checkpoint as the latest one. The last `config.train.keep_checkpoints` are
 kept.
 
+Unattended runs (see the functions below `restore_or_init`): each training
+checkpoint also holds `fingerprint`, a checksum of every array of the state;
+`restore_newest_good` takes the newest checkpoint that is complete and
+restores to its fingerprint, moving any other aside into
+`DIR/checkpoints_damaged/` (never deleting it) with a one-line warning;
+`finish_saves` turns a failed background save into one
+`CheckpointSaveError` (step, path, OS error) once the temporary folder is
+removed and the previous checkpoint checked.
+
 The best-by-metric checkpoint lives in its own manager, `DIR/checkpoint_best/`,
 which keeps one checkpoint: the state with the best value of
 `config.eval.best_metric` (`config.eval.best_mode` 'min' or 'max') among the
@@ -30,13 +39,18 @@ from absl import logging
 from etils import epath
 import grain
 import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from oasis_jax import fatal
 from oasis_jax import train_state as train_state_lib
 
 CHECKPOINT_DIR = 'checkpoints'
+DAMAGED_DIR = 'checkpoints_damaged'  # Checkpoints that failed to restore.
+FINGERPRINT_ITEM = 'fingerprint'
 BEST_CHECKPOINT_DIR = 'checkpoint_best'
 INFERENCE_FORMAT = 'oasis_jax.inference'
 INFERENCE_VERSION = 1
@@ -92,10 +106,17 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   The iterator's state is read before this returns, so the caller may go on
   drawing batches. Call `manager.wait_until_finished()` before exiting.
   """
-  items = {'state': ocp.args.StandardSave(state)}
+  items = {'state': ocp.args.StandardSave(state),
+           FINGERPRINT_ITEM: ocp.args.JsonSave(
+               {'leaves': fingerprint(state)})}
   if data_iter is not None:
     items['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
-  manager.save(step, args=ocp.args.Composite(**items), force=True)
+  try:
+    manager.save(step, args=ocp.args.Composite(**items), force=True)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    # Orbax waits for the previous save first: its failure surfaces here.
+    _raise_save_error(manager, e)
+  _IN_FLIGHT[id(manager)] = step
 
 
 def save_best(manager: ocp.CheckpointManager, step: int, state: Any,
@@ -158,6 +179,281 @@ def restore_or_init(manager: ocp.CheckpointManager, abstract_state: Any,
   logging.info('Restoring the checkpoint of step %d from %s.', step,
                manager.directory)
   return restore(manager, step, abstract_state, shardings, data_iter), step
+
+
+# Unattended runs: fingerprints, the fallback restore, failed saves.
+
+
+class CheckpointError(fatal.Error):
+  """No checkpoint of a workdir restores (the message says which and why)."""
+
+
+class CheckpointSaveError(fatal.Error):
+  """A checkpoint save failed: names the step, the folder and the OS error."""
+
+
+class DamagedCheckpointError(fatal.Error):
+  """One checkpoint is incomplete or does not restore to its fingerprint."""
+
+
+_IN_FLIGHT: dict[int, int] = {}  # id(manager) -> step of its last save.
+_TMP_MARK = '.orbax-checkpoint-tmp'
+
+
+def _words(x: jax.Array) -> jax.Array:
+  """`x`'s bits as uint32 words (one per element; two for 64-bit types)."""
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    x = jax.random.key_data(x)
+  size = jnp.dtype(x.dtype).itemsize
+  if size == 4:
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)
+  if size == 8:
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)  # [..., 2]
+  unsigned = {1: jnp.uint8, 2: jnp.uint16}[size]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(leaves: list[jax.Array]) -> jax.Array:
+  """[len(leaves)] uint32: sum of word_i * (2 i + 1) mod 2^32 per leaf.
+
+  Odd weights: flipping any one bit changes the sum (2^k * odd != 0 mod
+  2^32), and moving a value changes it too.
+  """
+  sums = []
+  for leaf in leaves:
+    words = _words(leaf).reshape(-1)
+    weights = jnp.arange(words.size, dtype=jnp.uint32) * 2 + 1
+    sums.append(jnp.sum(words * weights, dtype=jnp.uint32))
+  return jnp.stack(sums) if sums else jnp.zeros([0], jnp.uint32)
+
+
+def fingerprint(state: Any) -> list[int]:
+  """A checksum per array leaf of `state` (in tree order), as ints."""
+  leaves = [x for x in jax.tree.leaves(state) if hasattr(x, 'dtype')]
+  return [int(v) for v in np.asarray(jax.device_get(_fingerprints(leaves)))]
+
+
+def _required_files(with_iterator: bool) -> list[str]:
+  files = ['_CHECKPOINT_METADATA', 'state/_METADATA',
+           'state/manifest.ocdbt']
+  if with_iterator:
+    files.append(f'data_iter/process_{jax.process_index()}-of-'
+                 f'{jax.process_count()}.json')
+  return files
+
+
+def missing_files(manager: ocp.CheckpointManager, step: int,
+                  with_iterator: bool = True) -> list[str]:
+  """The files a complete training checkpoint has and `step`'s lacks."""
+  step_dir = epath.Path(manager.directory) / str(step)
+  return [f for f in _required_files(with_iterator)
+          if not (step_dir / f).exists()]
+
+
+def _step_dirs(manager: ocp.CheckpointManager) -> list[int]:
+  """Steps of the integer-named folders (Orbax counts even empty ones)."""
+  directory = epath.Path(manager.directory)
+  if not directory.exists():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir()
+                if p.name.isdigit() and p.is_dir())
+
+
+def move_aside(manager: ocp.CheckpointManager, step: int,
+               reason: str) -> epath.Path:
+  """Moves checkpoint `step` into DIR/checkpoints_damaged/ (one warning).
+
+  Returns:
+    Where it now is: `checkpoints_damaged/<step>` (or `<step>.<k>`).
+  """
+  source = epath.Path(manager.directory) / str(step)
+  damaged = epath.Path(manager.directory).parent / DAMAGED_DIR
+  target = damaged / str(step)
+  k = 1
+  while target.exists():
+    target, k = damaged / f'{step}.{k}', k + 1
+  if jax.process_index() == 0:
+    damaged.mkdir(parents=True, exist_ok=True)
+    source.rename(target)
+  logging.warning('Checkpoint %s is damaged (%s): moved it to %s; trying '
+                  'the one before.', source, reason, target)
+  _sync('move_aside')
+  manager.reload()
+  return target
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'oasis_jax checkpointing {name}')
+
+
+def _all_ok(ok: bool) -> bool:
+  """Whether `ok` holds on every process."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _restore_checked(manager: ocp.CheckpointManager, step: int,
+                     abstract_state: Any, shardings: Any,
+                     data_iter: Optional[grain.DatasetIterator]) -> Any:
+  """`restore` plus the completeness and fingerprint checks.
+
+  Raises:
+    DamagedCheckpointError: why `step` does not restore.
+  """
+  step_dir = epath.Path(manager.directory) / str(step)
+  if not any(step_dir.iterdir()):
+    raise DamagedCheckpointError('an empty folder')
+  missing = missing_files(manager, step, with_iterator=data_iter is not None)
+  if missing:
+    raise DamagedCheckpointError(f'missing {", ".join(missing)}')
+  try:
+    state = restore(manager, step, abstract_state, shardings, data_iter)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise DamagedCheckpointError(
+        f'does not restore: {_first_line(e)}') from e
+  saved = epath.Path(manager.directory) / str(step) / FINGERPRINT_ITEM
+  if saved.exists():  # Checkpoints of older versions have none.
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **{FINGERPRINT_ITEM: ocp.args.JsonRestore()}))
+      expected = list(restored[FINGERPRINT_ITEM]['leaves'])
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise DamagedCheckpointError(
+          f'unreadable fingerprint: {_first_line(e)}') from e
+    actual = fingerprint(state)
+    if actual != expected:
+      bad = [i for i, (a, b) in enumerate(zip(actual, expected)) if a != b]
+      raise DamagedCheckpointError(
+          f'arrays differ from their fingerprint (leaves {bad[:5]})')
+  return state
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+  """The first line of `error`'s message, at most `limit` characters."""
+  text = str(error).split('. See full TensorStore details')[0]
+  text = text.strip().splitlines()
+  line = text[0] if text else type(error).__name__
+  if isinstance(error, KeyError):
+    line = f'KeyError {line}'
+  return line if len(line) <= limit else line[:limit - 3] + '...'
+
+
+def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: Any,
+                        shardings: Any, init_fn: Callable[[], Any],
+                        data_iter: Optional[grain.DatasetIterator] = None
+                        ) -> tuple[Any, Optional[int]]:
+  """Restores the newest checkpoint that restores completely.
+
+  A checkpoint that is incomplete (an empty or partial step folder, a
+  missing file), does not restore, or whose arrays differ from the
+  fingerprint saved with them is moved into DIR/checkpoints_damaged/ with a
+  one-line warning naming it and the reason, and the next older one is
+  tried. With no checkpoint at all, `init_fn()` gives the state.
+
+  Args:
+    manager: the training checkpoint manager.
+    abstract_state: the state's structure (`jax.eval_shape` of its init).
+    shardings: a tree like `abstract_state` of the target shardings.
+    init_fn: the fresh state, when there is no checkpoint.
+    data_iter: if given, set to the restored checkpoint's position.
+
+  Returns:
+    (state, the restored step or None when freshly initialized).
+
+  Raises:
+    CheckpointError: there were checkpoints but none restores (they are in
+      checkpoints_damaged/), or every checkpoint was moved aside earlier.
+  """
+  directory = epath.Path(manager.directory)
+  moved = []
+  for step in reversed(_step_dirs(manager)):
+    logging.info('Restoring the checkpoint of step %d from %s.', step,
+                 directory)
+    try:
+      state = _restore_checked(manager, step, abstract_state, shardings,
+                               data_iter)
+      ok, reason = True, ''
+    except DamagedCheckpointError as e:
+      state, ok, reason = None, False, str(e)
+    if _all_ok(ok):
+      return state, step
+    moved.append(str(move_aside(manager, step, reason or 'on another host')))
+  damaged = directory.parent / DAMAGED_DIR
+  if moved or (damaged.exists() and any(damaged.iterdir())):
+    raise CheckpointError(
+        f'no checkpoint in {directory} restores; the damaged ones are in '
+        f'{damaged}. Recover one into {directory}, or move {damaged} away '
+        'to train from scratch.')
+  logging.info('No checkpoint in %s: initializing.', directory)
+  return init_fn(), None
+
+
+def _os_error(error: BaseException) -> Optional[OSError]:
+  """The first OSError in `error`'s causes, contexts and groups."""
+  seen, todo = set(), [error]
+  while todo:
+    e = todo.pop(0)
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, OSError):
+      return e
+    todo.extend([e.__cause__, e.__context__,
+                 *getattr(e, 'exceptions', ())])
+  return None
+
+
+def remove_temporary_folders(manager: ocp.CheckpointManager) -> list[str]:
+  """Deletes the `*.orbax-checkpoint-tmp*` folders of unfinished saves."""
+  directory = epath.Path(manager.directory)
+  removed = []
+  if jax.process_index() == 0 and directory.exists():
+    for path in directory.iterdir():
+      if _TMP_MARK in path.name:
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+  return removed
+
+
+def _raise_save_error(manager: ocp.CheckpointManager,
+                      error: BaseException) -> None:
+  """Cleans up after a failed save; raises CheckpointSaveError."""
+  step = _IN_FLIGHT.pop(id(manager), None)
+  remove_temporary_folders(manager)
+  os_error = _os_error(error)
+  cause = (f'[Errno {os_error.errno}] {os_error.strerror or os_error}'
+           if os_error is not None and os_error.errno else
+           _first_line(os_error or error))
+  kept = [s for s in _step_dirs(manager) if s != step and not
+          missing_files(manager, s, with_iterator=False)]
+  previous = (f'the checkpoint of step {kept[-1]} is intact' if kept else
+              'there is no earlier checkpoint')
+  path = epath.Path(manager.directory) / str(step if step is not None else '?')
+  raise CheckpointSaveError(
+      f'saving the checkpoint of step {step} to {path} failed: {cause}; '
+      f'{previous}.') from error
+
+
+def check_saves(manager: ocp.CheckpointManager) -> None:
+  """Raises CheckpointSaveError if a finished background save failed."""
+  try:
+    manager.check_for_errors()
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    _raise_save_error(manager, e)
+
+
+def finish_saves(manager: ocp.CheckpointManager) -> None:
+  """Waits for the background save; CheckpointSaveError if it failed."""
+  try:
+    manager.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    _raise_save_error(manager, e)
+  _IN_FLIGHT.pop(id(manager), None)
 
 
 # ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from oasis_jax import checkpointing
 from oasis_jax import compilation_cache
 from oasis_jax import evaluation
+from oasis_jax import fatal
 from oasis_jax import fid
 
 # Folder mode ('fid').
@@ -119,4 +120,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_checkpoint_flags()
-  app.run(main)
+  fatal.run_main(main)

@@ -22,6 +22,7 @@ from absl import logging
 import ml_collections
 
 from oasis_jax import checkpointing
+from oasis_jax import fatal
 from oasis_jax import inference
 from oasis_jax import logging_utils
 
@@ -92,4 +93,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  fatal.run_main(main)

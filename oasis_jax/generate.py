@@ -34,6 +34,7 @@ from PIL import Image
 import data_pipelines
 from data_pipelines import label_maps
 from oasis_jax import compilation_cache
+from oasis_jax import fatal
 from oasis_jax import inference
 from oasis_jax import logging_utils
 
@@ -264,12 +265,12 @@ def main(argv: Sequence[str]) -> None:
                   seed=f.seed, edit_classes=edit_classes,
                   edit_seed=f.edit_seed, label_values=f.label_values)
   except (LabelError, FileNotFoundError) as e:
-    sys.stderr.write(f'ERROR: {e}\n')
-    sys.exit(1)
+    fatal.report(e)
+    sys.exit(fatal.EXIT_FAILURE)
   print(f'wrote {len(written)} images for {len(files)} label map(s) to '
         f'{f.out}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  fatal.run_main(main)

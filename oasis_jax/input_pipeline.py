@@ -16,7 +16,11 @@ happens in the step); the iterators support get_state()/set_state() and
 `grain.checkpoint.CheckpointSave(it)` in an Orbax `Composite`.
 """
 
+import functools
 import math
+import os
+import threading
+import time
 from typing import Optional
 
 from absl import flags
@@ -30,6 +34,7 @@ from oasis_jax import geometry
 
 _READ_THREADS = 2  # Batches prepared in parallel per process / worker.
 _PREFETCH_BATCHES = 2  # Batches buffered ahead per process / worker.
+_PARENT_POLL_S = 0.5  # How often a worker checks that its parent lives.
 
 
 def image_hw(config) -> tuple[int, int]:
@@ -73,6 +78,34 @@ def _load_hw(config) -> Optional[tuple[int, int]]:
           int(data.load_size))
 
 
+def _watch_parent(parent: int) -> None:
+  while True:
+    time.sleep(_PARENT_POLL_S)
+    if os.getppid() != parent:  # Re-parented: the training process died.
+      os._exit(1)  # pylint: disable=protected-access
+
+
+def end_with_parent(parent: int, worker_index: int,
+                    worker_count: int) -> None:
+  """Grain worker initializer: the worker ends when process `parent` dies.
+
+  However the training process dies (kill -9 included), its workers notice
+  within _PARENT_POLL_S that they were re-parented and exit, instead of
+  living on under init holding their memory. (A watchdog thread rather than
+  prctl(PR_SET_PDEATHSIG): that signal follows the parent *thread*, and
+  works on Linux only.)
+
+  Args:
+    parent: the pid of the training process (bound before the spawn, so a
+      parent that died before the worker started is noticed too).
+    worker_index: this worker (unused).
+    worker_count: the number of workers (unused).
+  """
+  del worker_index, worker_count
+  threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                   name='end_with_parent').start()
+
+
 def _to_iterator(dataset: grain.MapDataset, num_workers: int):
   """MapDataset -> DatasetIterator, with `num_workers` worker processes."""
   iter_ds = dataset.to_iter_dataset(
@@ -83,7 +116,8 @@ def _to_iterator(dataset: grain.MapDataset, num_workers: int):
       # Grain's workers read absl flags; outside absl.app, use the defaults.
       flags.FLAGS.mark_as_parsed()
     iter_ds = iter_ds.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=num_workers))
+        grain.MultiprocessingOptions(num_workers=num_workers),
+        worker_init_fn=functools.partial(end_with_parent, os.getpid()))
   return iter(iter_ds)
 
 

@@ -24,10 +24,17 @@ _CHATTY = (os.sep + 'orbax' + os.sep, os.sep + 'grain' + os.sep)
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops INFO records of Orbax and Grain (one screenful per checkpoint)."""
+  """Drops INFO records of Orbax and Grain (one screenful per checkpoint).
+
+  Their warnings and errors pass, without tracebacks.
+  """
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if record.levelno >= std_logging.WARNING:
+      if record.exc_info and any(p in record.pathname for p in _CHATTY):
+        # Orbax logs a failed save's traceback; the error reaches the
+        # caller too, which reports it (one FATAL line, --verbose: all).
+        record.exc_info, record.exc_text = None, None
       return True
     if record.name.startswith('jax._src.xla_bridge'):
       return False  # "Unable to initialize backend 'tpu'" on every start.

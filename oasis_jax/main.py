@@ -24,6 +24,9 @@ from ml_collections import config_flags
 
 import data_pipelines
 from oasis_jax import compilation_cache
+from oasis_jax import config_compat
+from oasis_jax import config_validation
+from oasis_jax import fatal
 from oasis_jax import inception
 from oasis_jax import logging_utils
 from oasis_jax import models
@@ -87,37 +90,43 @@ def create_evaluate_fn(config, workdir, mesh=None):
 
 
 def main(argv: Sequence[str]) -> None:
-  """Prints the config and devices, writes config.json, trains."""
+  """Checks the config against the workdir's, trains, writes config.json.
+
+  SIGTERM / SIGINT are caught from here on: the run stops after the step in
+  flight (or before its first step), its checkpoint written, exit status 0.
+  Expected failures end in one `FATAL ...` line and exit status 1 (see
+  fatal.py; --verbose adds the traceback).
+  """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
   logging_utils.quiet_library_logs()
-  initialize_distributed()
-  config = _CONFIG.value
-  compilation_cache.enable(config.train.compilation_cache_dir)
-  workdir = epath.Path(_WORKDIR.value)
-  logging.info('Configuration:\n%s', config)
-  logging.info('Devices: %s', describe_devices())
-  try:
+  with train.StopRequest() as stop:
+    initialize_distributed()
+    config = _CONFIG.value
+    workdir = epath.Path(_WORKDIR.value)
+    config_validation.validate(config)
     models.discriminator_kind(config)  # Refuses what it cannot combine.
-  except ValueError as e:
-    sys.stderr.write(f'FATAL {e}\n')
-    sys.exit(1)
-  try:
+    if workdir.exists() and not workdir.is_dir():
+      raise NotADirectoryError(f'--workdir={workdir} is a file; a folder '
+                               'is expected.')
+    # Before anything is written into the workdir.
+    config_compat.check_workdir(config, workdir)
+    compilation_cache.enable(config.train.compilation_cache_dir)
+    logging.info('Configuration:\n%s', config)
+    logging.info('Devices: %s', describe_devices())
     vgg_weights.check_for_config(config)  # Before any training.
     evaluate_fn = create_evaluate_fn(config, workdir)
-  except (inception.MissingInceptionWeightsError,
-          inception.InceptionWeightsError, vgg_weights.MissingVggWeightsError,
-          vgg_weights.VggWeightsError) as e:
-    sys.stderr.write(f'FATAL {e}\n')
-    sys.exit(1)
-  if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))
-  try:
-    train.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn)
-  except data_pipelines.DataError as e:  # Names the file and the problem.
-    sys.stderr.write(f'FATAL bad data: {e}\n')
-    sys.exit(1)
+
+    def write_config():
+      if jax.process_index() == 0:
+        config_compat.write_workdir_config(config, workdir)
+
+    try:
+      train.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn,
+                               stop_request=stop, on_started=write_config)
+    except data_pipelines.DataError as e:  # Names the file and the problem.
+      fatal.report(e, prefix='bad data: ')
+      sys.exit(fatal.EXIT_FAILURE)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -150,7 +159,7 @@ def _unknown_key_message(error: Exception, argv: Sequence[str]) -> str:
 def run() -> None:
   """The command line entry point (flags parsed by absl)."""
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main, flags_parser=parse_flags)
+  fatal.run_main(main, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ code refreshes the EMA network in place; with 50 refresh batches at momentum
 0.1, 99.5% of the statistics come from the refresh either way.)
 """
 
+import contextlib
 import functools
 import math
 import signal
@@ -165,17 +166,26 @@ class _Sampler:
                    ' | '.join(logging_utils.GRID_COLUMNS[:len(columns)]))
 
 
-class _StopRequest:
-  """SIGTERM / SIGINT set a flag; the loop ends after the current step.
+class StopRequest:
+  """SIGTERM / SIGINT set a flag; the loop ends after the step in flight.
 
-  A second signal of the same kind gets the previous handler (so a second
-  Ctrl-C interrupts at once). With several processes, the flag is agreed on
-  at log steps (a collective), so that all processes stop at the same step.
+  The loop reads the flag before dispatching each step (and keeps at most
+  one step in flight), so no step starts after the signal is seen. Entered
+  before the start-up (restore, compilation), a signal there ends the run
+  before its first step, with nothing written. A second signal of the same
+  kind gets the previous handler (so a second Ctrl-C interrupts at once).
+  With several processes, the flag is agreed on at log steps (a
+  collective), so that all processes stop at the same step.
   """
 
   def __init__(self):
-    self._requested = False
+    self._requested = None  # The name of the signal received.
     self._previous = {}
+
+  @property
+  def signal_name(self) -> Optional[str]:
+    """'SIGTERM' or 'SIGINT' once received, else None."""
+    return self._requested
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -190,47 +200,63 @@ class _StopRequest:
 
   def _handle(self, signum, frame):
     del frame
-    logging.warning('Received %s: stopping after the current step.',
-                    signal.Signals(signum).name)
-    self._requested = True
+    name = signal.Signals(signum).name
+    logging.warning('Received %s: stopping after the step in flight.', name)
+    self._requested = self._requested or name
     signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
 
   def should_stop(self, sync: bool) -> bool:
     """Whether to stop now; with several processes only when `sync`."""
     if jax.process_count() == 1:
-      return self._requested
+      return self._requested is not None
     if not sync:
       return False
-    flags = multihost_utils.process_allgather(np.int32(self._requested))
+    flags = multihost_utils.process_allgather(
+        np.int32(self._requested is not None))
     return bool(np.any(flags))
 
 
-def _check_finite(pending: list[tuple[int, Any]]) -> dict[str, float]:
+_StopRequest = StopRequest  # The former name.
+
+
+def _check_finite(pending: list[tuple[int, Any]],
+                  last_saved: Optional[int] = None) -> dict[str, float]:
   """Fetches the metrics of the steps since the last check; their means.
 
+  Args:
+    pending: (step, metrics on the device) of the steps since the last check.
+    last_saved: the step of the newest checkpoint (None: there is none).
+
   Raises:
-    FloatingPointError: a loss is NaN or infinite; names the first such step.
+    FloatingPointError: a loss is NaN or infinite; names the first such step
+      and the checkpoint that is kept.
   """
   fetched = jax.device_get([m for _, m in pending])
   for (step, _), metrics in zip(pending, fetched):
     bad = {k: float(v) for k, v in metrics.items() if not np.isfinite(v)}
     if bad:
+      kept = ('no checkpoint was written before it' if last_saved is None
+              else f'the checkpoint of step {last_saved} is kept')
       raise FloatingPointError(
-          f'Non-finite loss at step {step}: {bad}. Stopping; the last '
-          'checkpoint before it is kept.')
+          f'Non-finite loss at step {step}: {bad}. Stopped; {kept}.')
   return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
 
 
 def train_and_evaluate(config, workdir, *,
                        evaluate_fn: Optional[EvaluateFn] = None,
-                       num_devices: Optional[int] = None) -> TrainState:
-  """Trains OASIS, resuming from the newest checkpoint in `workdir`.
+                       num_devices: Optional[int] = None,
+                       stop_request: Optional[StopRequest] = None,
+                       on_started: Optional[Callable[[], None]] = None
+                       ) -> TrainState:
+  """Trains OASIS, resuming from the newest good checkpoint in `workdir`.
 
   Writes `workdir/checkpoints/` (every config.train.checkpoint_every_steps and
   at the end), `workdir/tensorboard/` (losses every log_every_steps, sample
   grids) and `workdir/samples/<step>.png` (every sample_every_steps and at the
-  end). SIGTERM or SIGINT: the current step ends, a checkpoint is written and
-  the function returns.
+  end). SIGTERM or SIGINT: the step in flight ends, its checkpoint is written
+  and the function returns (during the start-up: before the first step,
+  writing nothing). A damaged checkpoint is moved aside and the one before
+  it restored (checkpointing.restore_newest_good).
 
   Args:
     config: the run configuration (configs/*.py).
@@ -241,6 +267,10 @@ def train_and_evaluate(config, workdir, *,
       hold config.eval.best_metric the best checkpoint
       (`workdir/checkpoint_best/`) is updated.
     num_devices: use the first this many devices (default: all).
+    stop_request: the signal handlers, when the caller entered them earlier
+      (default: entered here).
+    on_started: called once, just before the first step is dispatched (the
+      command line writes config.json there).
 
   Returns:
     The final train state.
@@ -248,8 +278,20 @@ def train_and_evaluate(config, workdir, *,
   Raises:
     ValueError: the global batch does not divide by the device count.
     FloatingPointError: a loss became NaN or infinite (naming the step).
+    checkpointing.CheckpointError: no checkpoint of the workdir restores.
+    checkpointing.CheckpointSaveError: a checkpoint could not be written.
   """
-  workdir = epath.Path(workdir)
+  with contextlib.ExitStack() as stack:
+    if stop_request is None:
+      stop_request = stack.enter_context(StopRequest())
+    return _train(config, epath.Path(workdir), evaluate_fn, num_devices,
+                  stop_request, on_started)
+
+
+def _train(config, workdir: epath.Path, evaluate_fn: Optional[EvaluateFn],
+           num_devices: Optional[int], stop: StopRequest,
+           on_started: Optional[Callable[[], None]]) -> TrainState:
+  """train_and_evaluate with the signal handlers in place."""
   workdir.mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0
   mesh = sharding.make_mesh(num_devices)
@@ -270,83 +312,126 @@ def train_and_evaluate(config, workdir, *,
   if evaluate_fn is not None and config.eval.best_metric:
     best_manager = checkpointing.create_best_manager(
         workdir, metric=config.eval.best_metric, mode=config.eval.best_mode)
-  state, restored = checkpointing.restore_or_init(
-      manager, abstract_state, state_sharding,
-      lambda: init_train_state(config, mesh), train_iter)
-  host_memory.trim_heap()
-  step = 0 if restored is None else int(restored)
-  if restored is not None:
-    logging.info('Resumed from the checkpoint of step %d.', step)
-
-  num_steps = int(config.train.num_steps)
-  p_train_step = make_train_step(config, mesh, state_sharding)
-  # The base key (state.rng never changes); a copy, as the state is donated.
-  rng = jax.jit(jnp.copy, out_shardings=sharding.replicated(mesh))(state.rng)
-  writer = logging_utils.Writer(workdir / logging_utils.TENSORBOARD_DIR,
-                                enabled=is_chief)
-  sampler = _Sampler(config, mesh, state_sharding, workdir, writer, is_chief)
-  refresh_fn = ema_refresh.make_refresh_step(config, mesh)
-  refreshed_at = {}
-
-  def with_refreshed_ema(state, step):
-    if state.ema is None:
-      return state
-    if step not in refreshed_at:
-      refreshed_at.clear()
-      refreshed_at[step] = ema_refresh.refresh_ema(
-          config, mesh, state.ema, step, refresh_fn=refresh_fn)
-    return state.replace(ema=refreshed_at[step])
-
-  train = config.train
-  every = lambda k: k > 0 and step % k == 0
-  pending = []  # (step, metrics on the device) since the last check.
-  first_step, timer = step + 1, logging_utils.StepTimer(step)
-  logging.info('Training from step %d to %d.', step, num_steps)
+  writer = None
   try:
-    with _StopRequest() as stop:
-      while step < num_steps:
-        batch = sharding.global_batch(next(train_iter), mesh)
-        state, metrics = p_train_step(state, batch, rng)
-        step += 1
-        if step == first_step:  # Compiled now: time the steps that follow.
-          timer = logging_utils.StepTimer(step)
-          host_memory.trim_heap()  # The compiler's freed memory.
-        pending.append((step, metrics))
-        log_now = every(train.log_every_steps)
-        stopping = stop.should_stop(sync=log_now)
-        last = step == num_steps or stopping
-        save_now = every(train.checkpoint_every_steps) or last
-        if log_now or save_now:
-          means = _check_finite(pending)
+    state, restored = checkpointing.restore_newest_good(
+        manager, abstract_state, state_sharding,
+        lambda: init_train_state(config, mesh), train_iter)
+    host_memory.trim_heap()
+    step = 0 if restored is None else int(restored)
+    if restored is not None:
+      logging.info('Resumed from the checkpoint of step %d.', step)
+
+    num_steps = int(config.train.num_steps)
+    p_train_step = make_train_step(config, mesh, state_sharding)
+    # The base key (state.rng never changes); a copy, as the state is donated.
+    rng = jax.jit(jnp.copy, out_shardings=sharding.replicated(mesh))(
+        state.rng)
+    writer = logging_utils.Writer(workdir / logging_utils.TENSORBOARD_DIR,
+                                  enabled=is_chief)
+    sampler = _Sampler(config, mesh, state_sharding, workdir, writer,
+                       is_chief)
+    refresh_fn = ema_refresh.make_refresh_step(config, mesh)
+    refreshed_at = {}
+
+    def with_refreshed_ema(state, step):
+      if state.ema is None:
+        return state
+      if step not in refreshed_at:
+        refreshed_at.clear()
+        refreshed_at[step] = ema_refresh.refresh_ema(
+            config, mesh, state.ema, step, refresh_fn=refresh_fn)
+      return state.replace(ema=refreshed_at[step])
+
+    train = config.train
+    every = lambda k: k > 0 and step % k == 0
+    pending = []  # (step, metrics on the device) since the last check.
+    saved = restored  # The step of the newest checkpoint.
+    first_step, timer = step + 1, logging_utils.StepTimer(step)
+    in_flight = None  # The metrics of the step dispatched last.
+    logging.info('Training from step %d to %d.', step, num_steps)
+    while step < num_steps:
+      # At most one step in flight: the flag is read once it is done, and
+      # before the next is dispatched (and its batch drawn).
+      if in_flight is not None:
+        jax.block_until_ready(in_flight)
+      if stop.should_stop(sync=step + 1 == first_step or
+                          every(train.log_every_steps)):
+        if pending:
+          means = _check_finite(pending, saved)
           pending = []
-          if log_now or last:
-            logging_utils.log_progress(step, num_steps, timer.rate(step),
-                                       train.batch_size, means, writer)
-            writer.flush()
-        if save_now:
-          checkpointing.save(manager, step, state, train_iter)
-        if stopping:
-          logging.warning('Stopped at step %d; checkpoint written.', step)
-          break
-        if every(train.sample_every_steps) or last:
-          sampler(with_refreshed_ema(state, step), step)
-        if evaluate_fn is not None and every(config.eval.fid_every_steps):
-          eval_metrics = dict(evaluate_fn(with_refreshed_ema(state, step),
-                                          step))
-          logging.info('Step %d: evaluation %s', step, eval_metrics)
-          writer.write_scalars(step, {f'eval/{k}': v
-                                      for k, v in eval_metrics.items()})
-          if best_manager is not None and (
-              config.eval.best_metric in eval_metrics):
-            checkpointing.save_best(best_manager, step, state, eval_metrics)
+          logging_utils.log_progress(step, num_steps, timer.rate(step),
+                                     train.batch_size, means, writer)
+          writer.flush()
+        if step >= first_step:
+          if saved != step:
+            checkpointing.save(manager, step, state, train_iter)
+            checkpointing.finish_saves(manager)
+            saved = step
+          logging.warning('Stopped at step %d on %s; checkpoint written. '
+                          'Run again to continue.', step,
+                          stop.signal_name or 'a signal')
+        else:
+          logging.warning('Stopped at step %d on %s before any step of this '
+                          'run; nothing written.', step,
+                          stop.signal_name or 'a signal')
+        break
+      if step + 1 == first_step and on_started is not None:
+        on_started()
+      batch = sharding.global_batch(next(train_iter), mesh)
+      state, metrics = p_train_step(state, batch, rng)
+      in_flight = metrics
+      step += 1
+      if step == first_step:  # Compiled now: time the steps that follow.
+        timer = logging_utils.StepTimer(step)
+        host_memory.trim_heap()  # The compiler's freed memory.
+      pending.append((step, metrics))
+      log_now = every(train.log_every_steps)
+      last = step == num_steps
+      save_now = every(train.checkpoint_every_steps) or last
+      if log_now or save_now:
+        means = _check_finite(pending, saved)
+        pending = []
+        if log_now or last:
+          logging_utils.log_progress(step, num_steps, timer.rate(step),
+                                     train.batch_size, means, writer)
+          writer.flush()
+        checkpointing.check_saves(manager)
+      if save_now:
+        checkpointing.save(manager, step, state, train_iter)
+        saved = step
+      if every(train.sample_every_steps) or last:
+        sampler(with_refreshed_ema(state, step), step)
+      if evaluate_fn is not None and every(config.eval.fid_every_steps):
+        eval_metrics = dict(evaluate_fn(with_refreshed_ema(state, step),
+                                        step))
+        logging.info('Step %d: evaluation %s', step, eval_metrics)
+        writer.write_scalars(step, {f'eval/{k}': v
+                                    for k, v in eval_metrics.items()})
+        if best_manager is not None and (
+            config.eval.best_metric in eval_metrics):
+          checkpointing.save_best(best_manager, step, state, eval_metrics)
+    checkpointing.finish_saves(manager)
+  except BaseException as e:
+    if not isinstance(e, checkpointing.CheckpointSaveError):
+      _finish_quietly(manager)  # The last good checkpoint, if in flight.
+    raise
   finally:
-    manager.wait_until_finished()
     if best_manager is not None:
-      best_manager.wait_until_finished()
-    writer.close()
+      _finish_quietly(best_manager)
+    if writer is not None:
+      writer.close()
     input_pipeline.close_iterator(train_iter)
   logging.info('Done at step %d. Checkpoints: %s, samples: %s, TensorBoard: '
                'tensorboard --logdir %s', step, manager.directory,
                workdir / logging_utils.SAMPLES_DIR,
                workdir / logging_utils.TENSORBOARD_DIR)
   return state
+
+
+def _finish_quietly(manager) -> None:
+  """Waits for a background save while another error is on its way."""
+  try:
+    checkpointing.finish_saves(manager)
+  except checkpointing.CheckpointSaveError as e:
+    logging.warning('%s', e)

@@ -1,6 +1,9 @@
 """Tests of the Orbax checkpoints: state + iterator, retention, atomicity."""
 
+import errno
+import glob
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from orbax.checkpoint._src.path import atomicity
 
 from configs import tiny
 from oasis_jax import checkpointing
@@ -206,6 +210,183 @@ class WorkdirReadingTest(parameterized.TestCase):
     with self.assertRaisesRegex(FileNotFoundError,
                                 'config.json is missing'):
       checkpointing.read_workdir_config(empty)
+
+
+def _biggest_array_file(step_dir):
+  files = glob.glob(os.path.join(step_dir, 'state', 'ocdbt.process_0', 'd',
+                                 '*'))
+  return max(files, key=os.path.getsize)
+
+
+def _truncate(step_dir):
+  path = _biggest_array_file(step_dir)
+  with open(path, 'rb') as f:
+    data = f.read()
+  with open(path, 'wb') as f:
+    f.write(data[:len(data) // 2])
+
+
+def _flip_bit(step_dir):
+  path = _biggest_array_file(step_dir)
+  with open(path, 'rb') as f:
+    data = bytearray(f.read())
+  data[len(data) // 2] ^= 0x10
+  with open(path, 'wb') as f:
+    f.write(bytes(data))
+
+
+def _garbage_manifest(step_dir):
+  for path in glob.glob(os.path.join(step_dir, 'state', '**',
+                                     'manifest.ocdbt'), recursive=True):
+    with open(path, 'wb') as f:
+      f.write(b'garbage' * 10)
+
+
+# Damage kind -> (what it does to a step folder, words of the warning).
+_DAMAGES = {
+    'truncated_array_file': (_truncate, 'does not restore'),
+    'flipped_bit': (_flip_bit, 'differ from their fingerprint'),
+    'garbage_manifest': (_garbage_manifest, 'DATA_LOSS'),
+    'deleted_metadata': (
+        lambda d: os.remove(os.path.join(d, 'state', '_METADATA')),
+        'missing state/_METADATA'),
+    'deleted_state': (lambda d: shutil.rmtree(os.path.join(d, 'state')),
+                      'missing state/_METADATA'),
+    'deleted_iterator_file': (
+        lambda d: os.remove(os.path.join(d, 'data_iter',
+                                         'process_0-of-1.json')),
+        'missing data_iter/process_0-of-1.json'),
+}
+
+
+def _big_state(value: float):
+  """_state with an array stored in its own file (not inlined by OCDBT)."""
+  # Random values: zstd stores them raw, so a flipped bit restores wrong
+  # (unnoticed but for the fingerprint) instead of failing to decode.
+  big = np.random.default_rng(int(value)).random(1000).astype(np.float32)
+  return {**_state(value), 'big': jnp.asarray(big)}
+
+
+class FallbackRestoreTest(parameterized.TestCase):
+  """restore_newest_good: damaged checkpoints are moved aside, not used."""
+
+  def _two_checkpoints(self):
+    workdir = self.create_tempdir().full_path
+    manager = checkpointing.create_manager(workdir)
+    data_iter = _iterator()
+    checkpointing.save(manager, 2, _big_state(2.0), data_iter)
+    next(data_iter)
+    checkpointing.save(manager, 4, _big_state(4.0), data_iter)
+    checkpointing.finish_saves(manager)
+    return workdir
+
+  def _restore(self, workdir):
+    mesh = sharding.make_mesh(1)
+    abstract = jax.eval_shape(lambda: _big_state(0.0))
+    data_iter = _iterator()
+    state, step = checkpointing.restore_newest_good(
+        checkpointing.create_manager(workdir), abstract,
+        sharding.state_sharding(mesh, abstract), lambda: 'fresh', data_iter)
+    return state, step, data_iter
+
+  @parameterized.named_parameters(
+      *[(name, name) for name in _DAMAGES], ('empty_step_folder', 'empty'))
+  def test_damaged_newest_is_moved_aside_and_previous_restored(self, damage):
+    workdir = self._two_checkpoints()
+    folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    if damage == 'empty':
+      bad_step, reason = 70, 'an empty folder'
+      os.makedirs(os.path.join(folder, '70'))
+      expected_step, value = 4, 4.0
+    else:
+      bad_step, (damage_fn, reason) = 4, _DAMAGES[damage]
+      damage_fn(os.path.join(folder, '4'))
+      expected_step, value = 2, 2.0
+    with self.assertLogs(level='WARNING') as logs:
+      state, step, data_iter = self._restore(workdir)
+    self.assertEqual(step, expected_step)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(_big_state(value)),
+                    strict=True):
+      np.testing.assert_array_equal(a, b)
+    # The iterator is at the restored checkpoint's position.
+    expected_iter = _iterator()
+    for _ in range(expected_step // 2 - 1):
+      next(expected_iter)
+    np.testing.assert_array_equal(next(data_iter), next(expected_iter))
+    warnings = [line for line in logs.output if ' is damaged (' in line]
+    self.assertLen(warnings, 1)
+    self.assertIn(os.path.join(folder, str(bad_step)), warnings[0])
+    self.assertIn(reason, warnings[0])
+    self.assertNotIn('\n', warnings[0])
+    damaged = os.path.join(workdir, checkpointing.DAMAGED_DIR)
+    self.assertEqual(os.listdir(damaged), [str(bad_step)])  # Not deleted.
+    self.assertNotIn(str(bad_step), os.listdir(folder))
+
+  def test_no_restorable_checkpoint_is_one_error_and_no_fresh_start(self):
+    workdir = self._two_checkpoints()
+    folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    _truncate(os.path.join(folder, '4'))
+    _garbage_manifest(os.path.join(folder, '2'))
+    with self.assertRaisesRegex(checkpointing.CheckpointError,
+                                r'no checkpoint in .* restores'):
+      self._restore(workdir)
+    self.assertCountEqual(
+        os.listdir(os.path.join(workdir, checkpointing.DAMAGED_DIR)),
+        ['2', '4'])
+    # Started again: still an error, not a silent start from scratch.
+    with self.assertRaisesRegex(checkpointing.CheckpointError,
+                                r'move .*checkpoints_damaged away'):
+      self._restore(workdir)
+
+
+class FailedSaveTest(parameterized.TestCase):
+
+  def test_failed_save_is_one_error_naming_step_path_and_os_error(self):
+    workdir = self.create_tempdir().full_path
+    manager = checkpointing.create_manager(workdir)
+    checkpointing.save(manager, 1, _state(1.0))
+    checkpointing.finish_saves(manager)
+
+    def disk_full(*args, **kwargs):
+      del args, kwargs
+      raise OSError(errno.ENOSPC, 'No space left on device')
+
+    with absltest.mock.patch.object(atomicity.AtomicRenameTemporaryPath,
+                                    'finalize', disk_full):
+      checkpointing.save(manager, 2, _state(2.0))
+      with self.assertRaises(checkpointing.CheckpointSaveError) as ctx:
+        checkpointing.finish_saves(manager)
+    folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    self.assertEqual(
+        str(ctx.exception),
+        f'saving the checkpoint of step 2 to {folder}/2 failed: [Errno 28] '
+        'No space left on device; the checkpoint of step 1 is intact.')
+    self.assertEqual(os.listdir(folder), ['1'])  # No temporary folder left.
+    abstract = jax.eval_shape(lambda: _state(0.0))
+    mesh = sharding.make_mesh(1)
+    state, step = checkpointing.restore_newest_good(
+        checkpointing.create_manager(workdir), abstract,
+        sharding.state_sharding(mesh, abstract), lambda: None)
+    self.assertEqual(step, 1)
+    np.testing.assert_array_equal(state['params']['w'], np.ones((4, 2)))
+
+
+class FingerprintTest(parameterized.TestCase):
+
+  def test_one_flipped_bit_changes_the_fingerprint(self):
+    state = {'w': jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
+             'key': jax.random.PRNGKey(1), 'step': jnp.int32(3),
+             'h': jnp.ones(3, jnp.bfloat16)}
+    before = checkpointing.fingerprint(state)
+    self.assertLen(before, 4)
+    bits = np.asarray(state['w']).view(np.uint32).copy()
+    bits[1, 2] ^= 1 << 7
+    flipped = dict(state, w=jnp.asarray(bits.view(np.float32)))
+    after = checkpointing.fingerprint(flipped)
+    self.assertNotEqual(before[3], after[3])  # Leaves in key order: w last.
+    self.assertEqual(before[:3], after[:3])
+    swapped = dict(state, step=jnp.int32(4))
+    self.assertNotEqual(checkpointing.fingerprint(swapped), before)
 
 
 if __name__ == '__main__':

@@ -3,11 +3,13 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -357,6 +359,71 @@ class MultiProcessTest(absltest.TestCase):
     self.assertEqual(len(results[0]['eval']), len(results[1]['eval']))
     self.assertEqual(set(shards[0]) & set(shards[1]), set())
     self.assertEqual(sorted(shards[0] + shards[1]), list(range(8)))
+
+
+def _children(pid: int) -> list[int]:
+  """The pids of the live descendants of `pid` (from /proc)."""
+  parents = {}
+  for name in os.listdir('/proc'):
+    if name.isdigit():
+      try:
+        with open(f'/proc/{name}/stat') as f:
+          fields = f.read().rsplit(')', 1)[1].split()
+      except OSError:
+        continue
+      if fields[0] != 'Z':  # Zombies are dead.
+        parents[int(name)] = int(fields[1])
+  found, todo = [], [pid]
+  while todo:
+    parent = todo.pop()
+    kids = [p for p, pp in parents.items() if pp == parent]
+    found.extend(kids)
+    todo.extend(kids)
+  return found
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+  except OSError:
+    return False
+
+
+class WorkerCleanupTest(absltest.TestCase):
+
+  def test_no_orphan_workers_after_kill_9_of_the_parent(self):
+    script = textwrap.dedent("""
+        import sys, time
+        from absl import flags
+        from configs import tiny
+        from oasis_jax import input_pipeline
+        flags.FLAGS.mark_as_parsed()
+        config = tiny.get_config()
+        config.data.num_workers = 2
+        it = input_pipeline.create_train_iterator(config)
+        next(it)
+        print('READY', flush=True)
+        time.sleep(600)
+        """)
+    proc = subprocess.Popen(
+        [sys.executable, '-c', script], cwd=_REPO, stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=_REPO), text=True)
+    try:
+      self.assertEqual(proc.stdout.readline().strip(), 'READY')
+      workers = _children(proc.pid)
+      self.assertGreaterEqual(len(workers), 2, workers)
+      proc.send_signal(signal.SIGKILL)
+      proc.wait(timeout=30)
+      deadline = time.monotonic() + 10
+      while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+      self.assertEqual([p for p in workers if _alive(p)], [])
+    finally:
+      proc.kill()
+      proc.wait()
+      for pid in _children(proc.pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 if __name__ == '__main__':

@@ -131,6 +131,22 @@ class InspectTest(absltest.TestCase):
         {int(c): int(n) for c, n in enumerate(np.bincount(ids.ravel()))
          if n})
 
+  def test_cli_checks_every_split_the_run_reads_by_default(self):
+    root = self.tmpdir()
+    testing.write_tree('coco_stuff', root, counts={'train': 2})
+    os.makedirs(os.path.join(root, 'val_img'))
+    os.makedirs(os.path.join(root, 'val_label'))  # An empty val split.
+    result = _run_cli(*_coco_overrides(root))
+    self.assertEqual(result.returncode, 1, result.stderr[-2000:])
+    self.assertIn('coco_stuff train', result.stdout)
+    self.assertIn('coco_stuff val', result.stdout)
+    self.assertIn('empty split', result.stdout)
+    as_json = _run_cli(*_coco_overrides(root), '--json')
+    reports = json.loads(as_json.stdout)
+    self.assertEqual(sorted(reports), ['train', 'val'])
+    self.assertEqual(reports['train']['problems'], [])
+    self.assertLen(reports['val']['problems'], 1)
+
 
 if __name__ == '__main__':
   absltest.main()

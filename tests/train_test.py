@@ -1,6 +1,9 @@
 """Tests of the training loop: artifacts, exact resume, devices, NaN stop."""
 
+import errno
+import glob
 import os
+import shutil
 import signal
 
 from absl.testing import absltest
@@ -9,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.path import atomicity
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -138,12 +142,158 @@ class NonFiniteLossTest(parameterized.TestCase):
 
     with absltest.mock.patch.object(train, 'make_train_step',
                                     poisoned_make_train_step):
-      with self.assertRaisesRegex(FloatingPointError,
-                                  r'Non-finite loss at step 4'):
+      with self.assertRaisesRegex(
+          FloatingPointError, r'Non-finite loss at step 4: .*Stopped; the '
+          r'checkpoint of step 2 is kept\.$'):
         train.train_and_evaluate(_config(num_steps=6), workdir,
                                  num_devices=1)
     manager = checkpointing.create_manager(workdir)
     self.assertEqual(manager.all_steps(), [2])
+
+
+class CheckFiniteTest(parameterized.TestCase):
+
+  def test_message_says_when_no_checkpoint_is_kept(self):
+    pending = [(1, {'g/adv': jnp.float32(1.0)}),
+               (2, {'g/adv': jnp.float32(np.inf)})]
+    with self.assertRaisesRegex(
+        FloatingPointError, r"^Non-finite loss at step 2: \{'g/adv': inf\}\. "
+        r'Stopped; no checkpoint was written before it\.$'):
+      train._check_finite(pending, None)
+
+
+class _CountingSteps:
+  """make_train_step's replacement: counts dispatches, checks none overlap.
+
+  After dispatching step `signal_after`, sends `sig` to this process.
+  """
+
+  def __init__(self, signal_after=None, sig=signal.SIGTERM):
+    self.dispatched, self.max_in_flight = 0, 0
+    self._outputs, self._signal_after, self._sig = [], signal_after, sig
+    self._make = train.make_train_step
+
+  def __call__(self, *args):
+    p_step = self._make(*args)
+
+    def step_fn(state, batch, rng):
+      running = sum(not all(x.is_ready() for x in jax.tree.leaves(out))
+                    for out in self._outputs)
+      self.max_in_flight = max(self.max_in_flight, running)
+      state, metrics = p_step(state, batch, rng)
+      self._outputs = [metrics]
+      self.dispatched += 1
+      if self.dispatched == self._signal_after:
+        os.kill(os.getpid(), self._sig)
+      return state, metrics
+
+    return step_fn
+
+
+class UnattendedTest(parameterized.TestCase):
+  """Signals, damaged checkpoints and failed saves in train_and_evaluate."""
+
+  @pytest.fixture(autouse=True)
+  def _runs(self, runs):
+    self.runs = runs
+
+  def test_signal_stops_after_the_step_in_flight_with_its_checkpoint(self):
+    # (SIGINT sets the same flag: StopRequestTest.)
+    sig = signal.SIGTERM
+    workdir = self.create_tempdir().full_path
+    counter = _CountingSteps(signal_after=3, sig=sig)
+    config = _config(num_steps=50, log_every_steps=1000,
+                     checkpoint_every_steps=1000, sample_every_steps=1000)
+    with absltest.mock.patch.object(train, 'make_train_step', counter):
+      with self.assertLogs(level='WARNING') as logs:
+        state = train.train_and_evaluate(config, workdir, num_devices=1)
+    # No step was dispatched after the signal; none ran beside another.
+    self.assertEqual(counter.dispatched, 3)
+    self.assertEqual(counter.max_in_flight, 0)
+    self.assertEqual(int(state.step), 3)
+    self.assertEqual(checkpointing.create_manager(workdir).all_steps(), [3])
+    self.assertIn(f'Stopped at step 3 on {signal.Signals(sig).name}; '
+                  'checkpoint written.', '\n'.join(logs.output))
+
+  def test_signal_before_the_first_step_writes_nothing(self):
+    workdir = self.create_tempdir().full_path
+    counter = _CountingSteps()
+    started = []
+    with train.StopRequest() as stop:
+      os.kill(os.getpid(), signal.SIGTERM)  # E.g. during start-up.
+      with absltest.mock.patch.object(train, 'make_train_step', counter):
+        train.train_and_evaluate(_config(num_steps=50), workdir,
+                                 num_devices=1, stop_request=stop,
+                                 on_started=lambda: started.append(1))
+    self.assertEqual(counter.dispatched, 0)
+    self.assertEqual(started, [])
+    self.assertEqual(os.listdir(os.path.join(workdir, 'checkpoints')), [])
+
+  def test_damaged_newest_checkpoints_are_set_aside_and_run_finishes(self):
+    workdir = self.create_tempdir().full_path
+    shutil.copytree(self.runs['root'] / 'straight', workdir,
+                    dirs_exist_ok=True)
+    folder = os.path.join(workdir, 'checkpoints')
+    array_file = max(glob.glob(os.path.join(folder, '4', 'state',
+                                            'ocdbt.process_0', 'd', '*')),
+                     key=os.path.getsize)
+    with open(array_file, 'r+b') as f:  # One flipped bit.
+      f.seek(os.path.getsize(array_file) // 2)
+      byte = f.read(1)[0]
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([byte ^ 0x04]))
+    os.makedirs(os.path.join(folder, '70'))  # An empty step folder.
+    with self.assertLogs(level='INFO') as logs:
+      state = train.train_and_evaluate(_config(num_steps=4), workdir,
+                                       num_devices=1)
+    output = '\n'.join(logs.output)
+    self.assertIn(f'Checkpoint {folder}/70 is damaged (an empty folder)',
+                  output)
+    # A flip in a compressed block fails to decode; elsewhere the values
+    # restore wrong and differ from the fingerprint.
+    self.assertRegex(output, f'Checkpoint {folder}/4 is damaged '
+                     r'\((arrays differ from their fingerprint|does not '
+                     r'restore)')
+    self.assertIn('Resumed from the checkpoint of step 2.', output)
+    self.assertCountEqual(
+        os.listdir(os.path.join(workdir, checkpointing.DAMAGED_DIR)),
+        ['4', '70'])
+    self.assertEqual(checkpointing.create_manager(workdir).all_steps(),
+                     [2, 4])
+    # Steps 3 and 4 trained again: the straight run's state, bit for bit.
+    self.assertTrue(_leaves_equal(jax.device_get(state),
+                                  self.runs['straight']))
+
+  def test_failed_save_stops_naming_step_path_and_os_error(self):
+    workdir = self.create_tempdir().full_path
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+    def disk_full_at_step_4(self, *args, **kwargs):
+      if os.path.basename(str(self.get_final())) == '4':
+        raise OSError(errno.ENOSPC, 'No space left on device')
+      return finalize(self, *args, **kwargs)
+
+    counter = _CountingSteps()
+    with absltest.mock.patch.object(atomicity.AtomicRenameTemporaryPath,
+                                    'finalize', disk_full_at_step_4), \
+        absltest.mock.patch.object(train, 'make_train_step', counter):
+      with self.assertRaises(checkpointing.CheckpointSaveError) as ctx:
+        train.train_and_evaluate(
+            _config(num_steps=8, sample_every_steps=1000), workdir,
+            num_devices=1)
+    folder = os.path.join(workdir, 'checkpoints')
+    self.assertEqual(
+        str(ctx.exception),
+        f'saving the checkpoint of step 4 to {folder}/4 failed: [Errno 28] '
+        'No space left on device; the checkpoint of step 2 is intact.')
+    self.assertLessEqual(counter.dispatched, 6)  # Found at the next check.
+    self.assertEqual(os.listdir(folder), ['2'])  # No temporary folder.
+    mesh = sharding.make_mesh(1)
+    abstract = train.abstract_train_state(_config())
+    state, step = checkpointing.restore_newest_good(
+        checkpointing.create_manager(workdir), abstract,
+        sharding.state_sharding(mesh, abstract), lambda: None)
+    self.assertEqual((step, int(state.step)), (2, 2))
 
 
 class StopRequestTest(parameterized.TestCase):

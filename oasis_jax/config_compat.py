@@ -56,6 +56,12 @@ KEY_KINDS: dict[str, str] = {
     'loss.use_class_balancing': SAFE,
     'loss.use_labelmix': SAFE,
     'loss.lambda_labelmix': SAFE,
+    'loss.lambda_feat': SAFE,
+    # The VGG-19 of the perceptual loss is frozen and not in the state.
+    'loss.use_vgg': SAFE,
+    'loss.lambda_vgg': SAFE,
+    'loss.vgg_weights': SAFE,
+    'loss.verify_vgg_weights': SAFE,
     'optim.lr_g': SAFE,
     'optim.lr_d': SAFE,
     'optim.b1': SAFE,
@@ -72,6 +78,7 @@ KEY_KINDS: dict[str, str] = {
     'train.checkpoint_every_steps': SAFE,
     'train.keep_checkpoints': SAFE,
     'train.num_sample_images': SAFE,
+    'train.compilation_cache_dir': SAFE,
     'eval': SAFE,  # Evaluation settings: read, never trained on.
     'perf': SAFE,  # Formulations of the same numbers, dtypes, schedulers.
 }

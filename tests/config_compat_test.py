@@ -25,7 +25,8 @@ class KindTest(parameterized.TestCase):
       ('data.num_classes', config_compat.MODEL),
       ('train.batch_size', config_compat.MODEL),
       ('ema.use_ema', config_compat.MODEL),
-      ('loss.use_vgg', config_compat.MODEL),  # Unknown: conservative.
+      ('loss.use_vgg', config_compat.SAFE),  # VGG-19 is not in the state.
+      ('loss.brand_new_term', config_compat.MODEL),  # Unknown: conservative.
       ('data.lvis_min_area', config_compat.MODEL),  # Unknown: conservative.
       ('brand_new_section.key', config_compat.MODEL),
       ('train.num_steps', config_compat.SAFE),

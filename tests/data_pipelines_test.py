@@ -314,22 +314,19 @@ class BadDataTest(_TmpDirMixin, parameterized.TestCase):
     self.assertTrue(any(np.array_equal(l, pairs[0].raw_label)
                         for l in labels))
 
-  def test_16_bit_label_png_is_read_by_a_wide_label_decoder(self):
+  def test_16_bit_label_png_holds_ids_past_255(self):
     # LVIS's prepared labels: ids past 255 in 16-bit PNGs, read as they are
-    # by a decoder made with wide_labels=True (8-bit PNGs too).
+    # (the policy of label_maps, for every data set); 8-bit PNGs too.
     ids = np.array([[0, 1203, 256], [7, 300, 1]], np.uint16)
     path = os.path.join(self.tmpdir(), 'label.png')
     Image.fromarray(ids).save(path)
-    decoder = core.ExampleDecoder(1204, wide_labels=True)
+    decoder = core.ExampleDecoder(1204)
     label = decoder.decode_label(core.read_bytes(path), path)
     self.assertEqual(label.dtype, np.int32)
     np.testing.assert_array_equal(label, ids)
     Image.fromarray(ids.astype(np.uint8) % 200).save(path)
     np.testing.assert_array_equal(
         decoder.decode_label(core.read_bytes(path), path), ids % 256 % 200)
-    with self.assertRaisesRegex(core.DataError, '16-bit label'):
-      Image.fromarray(ids).save(path)
-      core.ExampleDecoder(1204).decode_label(core.read_bytes(path), path)
 
   def test_colour_coded_label_without_palette(self):
     root, pairs = self._tree('folder')

@@ -90,9 +90,9 @@ class CheckWorkdirTest(parameterized.TestCase):
     config = tiny.get_config()
     workdir = _workdir_with_config(self, config)
     with config.unlocked():
-      config.loss.use_vgg = True
+      config.generator.extra_layers = 2  # A model key the old run lacks.
     with self.assertRaisesRegex(config_compat.ConfigMismatchError,
-                                r"loss.use_vgg: '<absent>' -> True"):
+                                r"generator.extra_layers: '<absent>' -> 2"):
       config_compat.check_workdir(config, workdir)
 
   def test_new_workdir_passes(self):

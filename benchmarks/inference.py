@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from oasis_jax import config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from oasis_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -66,7 +67,7 @@ def main(argv):
       'generator_channels': config.generator.channels,
       'num_classes': config.data.num_classes,
       'compute_dtype': config.perf.compute_dtype,
-      'devices': jax.device_count(), 'platform': jax.devices()[0].platform,
+      'devices': jax.device_count(), 'platform': config_lib.platform(),
       's_per_image': median / b, 's_per_batch': median,
       'images_per_s': b / median, 'compile_s': compile_s,
       'peak_rss_mib': common.peak_rss_mib(),

@@ -21,13 +21,13 @@ def class_balance_weights(label: jax.Array, num_classes: int,
     dontcare_id: class with weight 0 (None: every class counts).
 
   Returns:
-    [B, H, W] float32 weights.
+    [B, H, W] weights, float32 (float64 with jax_enable_x64).
   """
-  counts = jnp.zeros((num_classes,), jnp.float32).at[label.reshape(-1)].add(1)
+  counts = jnp.zeros((num_classes,), float).at[label.reshape(-1)].add(1)
   if dontcare_id is not None:
     counts = counts.at[dontcare_id].set(0)
   present = counts > 0
-  k = present.sum().astype(jnp.float32)
+  k = present.sum().astype(counts.dtype)
   coef = jnp.where(present, label.size / (k * jnp.where(present, counts, 1)),
                    0.0)
   return coef[label]
@@ -45,9 +45,10 @@ def n_plus_one_loss(logits: jax.Array, label: jax.Array, *, real: bool,
   The mean is over all B*H*W pixels (zero-weight pixels count in it).
   """
   targets = n_plus_one_targets(label, real)
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)  # float64 kept.
   if weights is None:
-    weights = jnp.ones(label.shape, jnp.float32)
-  return _weighted_ce_mean(logits.astype(jnp.float32), targets, weights)
+    weights = jnp.ones(label.shape, dtype)
+  return _weighted_ce_mean(logits.astype(dtype), targets, weights)
 
 
 def _target_mask(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -23,6 +23,7 @@ import jax
 from ml_collections import config_flags
 
 import data_pipelines
+from oasis_jax import config_lib
 from oasis_jax import evaluation
 from oasis_jax import host_memory
 from oasis_jax import inception
@@ -90,7 +91,11 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
   logging_utils.quiet_library_logs()
   initialize_distributed()
-  config = _CONFIG.value
+  try:  # 'auto' choices made concrete: what is printed and saved.
+    config = config_lib.resolve(_CONFIG.value)
+  except ValueError as e:
+    sys.stderr.write(f'FATAL {e}\n')
+    sys.exit(1)
   workdir = epath.Path(_WORKDIR.value)
   logging.info('Configuration:\n%s', config)
   logging.info('Devices: %s', describe_devices())

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from oasis_jax import checkpointing
+from oasis_jax import config_lib
 from oasis_jax import host_memory
 from oasis_jax import input_pipeline
 from oasis_jax import logging_utils
@@ -84,7 +85,7 @@ def init_train_state(config, mesh: jax.sharding.Mesh,
   rng = jax.random.PRNGKey(config.seed)
   init = jax.jit(functools.partial(create_train_state, config)).lower(rng)
   options = {}
-  if jax.default_backend() == 'cpu':
+  if config_lib.resolve(config).perf.init_compile == 'unoptimized':
     options['xla_backend_optimization_level'] = 0
   state = sharding.put_replicated(jax.device_get(init.compile(options)(rng)),
                                  mesh)
@@ -313,6 +314,7 @@ def train_and_evaluate(config, workdir, *,
     ValueError: the global batch does not divide by the device count.
     FloatingPointError: a loss became NaN or infinite (naming the step).
   """
+  config = config_lib.resolve(config)  # The platform's formulations.
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_chief = jax.process_index() == 0

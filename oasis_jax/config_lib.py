@@ -22,8 +22,8 @@ COMPUTE_DTYPES = ('float32', 'bfloat16', 'float64')
 _AUTO = {
     'cpu': {'conv_impl': 'cpu', 'label_conv': 'gather',
             'cpu_scheduler': 'memory', 'init_compile': 'unoptimized'},
-    # GPU (measured on an H200, official width, 256x256, batch 8: dense
-    # label conv 0.1215 s/iter, gather 0.1246) and TPU: the reference.
+    # GPU and TPU: the reference (on a GPU the dense label conv measured
+    # faster than the gather; see BENCHMARKS.md).
     'other': {'conv_impl': 'xla', 'label_conv': 'dense',
               'cpu_scheduler': 'default', 'init_compile': 'optimized'},
 }

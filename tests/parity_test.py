@@ -147,8 +147,9 @@ class Bounds:
   grads: float
   g_buffers: float  # G's buffers after the step.
   norm: str = 'max'
-  # Stepped params: floor of steps_lr * lr (Adam moves near-zero
-  # gradients anywhere in [-lr, lr]) plus rel of the scale.
+  # Stepped params: rel of the scale plus a floor of steps_lr * lr (Adam
+  # moves an entry by at most lr; in float32 near-zero gradients anywhere in
+  # [-lr, lr], in float64 the rounding noise of analytically zero ones).
   steps_lr: float = 2.0
   steps_rel: float = 0.0
   ema: float = 1e-6
@@ -157,7 +158,7 @@ class Bounds:
 
 F64 = 1e-10
 BOUNDS_F64 = Bounds(fwd=F64, downstream=F64, loss=F64, loss_downstream=F64,
-                    grads=F64, g_buffers=F64, steps_lr=0.0, steps_rel=F64,
+                    grads=F64, g_buffers=F64, steps_lr=F64, steps_rel=F64,
                     ema=F64, exact=1e-14)
 # The README's float32 bounds (small widths), and at the official width
 # relative Frobenius errors within the reference's own float32 spread.

@@ -74,8 +74,8 @@ def spade(module, x: jax.Array, label: jax.Array, z: Optional[jax.Array],
   if project is None and not fused:
     return module(x, label, z)
   mean, rstd = module.norm.statistics(x, train=False)
-  normalize = lambda xx: ((xx.astype(jnp.float32) - mean) * rstd).astype(
-      xx.dtype)
+  normalize = lambda xx: ((xx.astype(jnp.promote_types(
+      xx.dtype, jnp.float32)) - mean) * rstd).astype(xx.dtype)
   label, z = module.condition(label, z, x.shape[1:3])
   if fused:
     return _winograd_spade(module, x, label, z, normalize, mean.ndim == 1,

@@ -321,7 +321,7 @@ def train_and_evaluate(config, workdir, *,
   mesh = sharding.make_mesh(num_devices)
   sharding.check_batch_size(config.train.batch_size, mesh)
   logging.info('Mesh: %d devices (%s), %d process(es); global batch %d, %d '
-               'per device.', mesh.devices.size, jax.devices()[0].platform,
+               'per device.', mesh.devices.size, config_lib.platform(),
                jax.process_count(), config.train.batch_size,
                config.train.batch_size // mesh.devices.size)
 

@@ -111,7 +111,9 @@ def get_config():
   ev.best_mode = 'min'  # 'min': lower is better; 'max'.
 
   config.perf = perf = ml_collections.ConfigDict()
-  perf.compute_dtype = 'float32'  # 'float32' or 'bfloat16' (params stay f32).
+  # 'float32', 'bfloat16' or 'float64' (needs JAX_ENABLE_X64=1); params stay
+  # as stored.
+  perf.compute_dtype = 'float32'
   perf.remat = False  # jax.checkpoint each generator/discriminator block.
   # D step: run D(fake), D(real), D(mixed) as one batched call (same numbers
   # up to float rounding: each chunk keeps its own spectral-norm iteration).
@@ -123,16 +125,21 @@ def get_config():
   # How SPADE and the stem convolve [z | one-hot]: 'dense' (a conv over the
   # materialized one-hot, as officially), 'gather' (rows of the kernel read
   # by class id; scatter-add backward), 'gather_matmul' (one-hot matmul
-  # backward, for TPUs), 'auto' (gather_matmul on TPU, else gather).
+  # backward, for TPUs), 'auto' (resolved per platform by
+  # oasis_jax/config_lib.py: gather on CPU, dense elsewhere).
   perf.label_conv = 'auto'
   # Convolutions: 'xla', 'cpu' (works around XLA:CPU's slow cases: a matmul
   # for small maps / wide inputs, kernel gradients in bands of rows for large
   # maps; in eval mode, Winograd F(4, 3) for float32 3x3 convs to >= 128
   # channels on maps of >= 32x32), 'auto' ('cpu' on CPU, else 'xla').
+  # The formulations are in oasis_jax/kernels/.
   perf.conv_impl = 'auto'
   # XLA:CPU's instruction scheduler for the training step: 'memory' (the
   # memory-optimized one: 256x256 batch 2 needs 2.7 instead of 3.7 GiB of
   # temporaries), 'concurrency' (XLA:CPU's default) or 'default'. Ignored on
-  # GPU/TPU.
+  # GPU/TPU (resolved to 'default' there).
   perf.cpu_scheduler = 'memory'
+  # The run-once init program: 'unoptimized' (no LLVM optimizations: halves
+  # its compile time on a CPU), 'optimized', 'auto' (unoptimized on CPU).
+  perf.init_compile = 'auto'
   return config

@@ -64,8 +64,12 @@ def _module_path(torch_prefix: list[str]) -> list[str]:
   return out
 
 
-def torch_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
-  """An official state_dict -> {'params': ..., 'batch_stats': ...}."""
+def torch_to_flax(state_dict: Mapping[str, np.ndarray],
+                  dtype=np.float32) -> dict[str, Any]:
+  """An official state_dict -> {'params': ..., 'batch_stats': ...}.
+
+  Float arrays become ``dtype`` (float64 keeps a float64 state_dict exact).
+  """
   variables: dict[str, Any] = {'params': {}, 'batch_stats': {}}
   for key, value in state_dict.items():
     parts = key.split('.')
@@ -85,7 +89,7 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
     node = variables[collection]
     for p in path:
       node = node.setdefault(p, {})
-    node[name] = value.astype(np.float32)
+    node[name] = value.astype(dtype)
   return variables
 
 

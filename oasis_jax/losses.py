@@ -23,13 +23,13 @@ def class_balance_weights(label: jax.Array, num_classes: int,
     dontcare_id: class with weight 0 (None: every class counts).
 
   Returns:
-    [B, H, W] float32 weights.
+    [B, H, W] weights, float32 (float64 with jax_enable_x64).
   """
-  counts = jnp.zeros((num_classes,), jnp.float32).at[label.reshape(-1)].add(1)
+  counts = jnp.zeros((num_classes,), float).at[label.reshape(-1)].add(1)
   if dontcare_id is not None:
     counts = counts.at[dontcare_id].set(0)
   present = counts > 0
-  k = present.sum().astype(jnp.float32)
+  k = present.sum().astype(counts.dtype)
   coef = jnp.where(present, label.size / (k * jnp.where(present, counts, 1)),
                    0.0)
   return coef[label]
@@ -46,7 +46,7 @@ def n_plus_one_loss(logits: jax.Array, label: jax.Array, *, real: bool,
 
   The mean is over all B*H*W pixels (zero-weight pixels count in it). Fused:
   per pixel, logsumexp minus the target's logit read by id, in float32
-  whatever the logits' dtype; the backward pass is one elementwise pass over
+  whatever the logits' dtype (float64 for float64 logits); the backward pass is one elementwise pass over
   the logits. Apart from the gradient itself nothing logits-sized is made
   (no one-hot, no log-softmax, no float32 copy of bfloat16 logits), so the
   cost stays that of the logits with 1205 classes (LVIS).
@@ -61,9 +61,10 @@ def n_plus_one_loss(logits: jax.Array, label: jax.Array, *, real: bool,
     The float32 scalar loss.
   """
   targets = n_plus_one_targets(label, real)
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)  # float64 kept.
   if weights is None:
-    weights = jnp.ones(label.shape, jnp.float32)
-  return _weighted_ce_mean(logits, targets, weights.astype(jnp.float32))
+    weights = jnp.ones(label.shape, dtype)
+  return _weighted_ce_mean(logits, targets, weights.astype(dtype))
 
 
 def _target_mask(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -73,14 +74,16 @@ def _target_mask(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def _pixel_ce(logits, targets):
-  """(per-pixel CE, logsumexp), float32, without a [.., N+1] array.
+  """(per-pixel CE, logsumexp), float32 (float64 for float64 logits),
+  without a [.., N+1] array.
 
   The target's logit is gathered by id (exactly the logit: the same number
   as summing the logits under a one-hot mask).
   """
-  lse = jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)
+  lse = jax.nn.logsumexp(logits.astype(dtype), axis=-1)
   picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32),
-                               axis=-1)[..., 0].astype(jnp.float32)
+                               axis=-1)[..., 0].astype(dtype)
   return lse - picked, lse
 
 
@@ -101,7 +104,7 @@ def _weighted_ce_mean_bwd(res, g):
   # each at 256x256, batch 2, ADE20K).
   logits, targets, weights, ce, lse = res
   per_pixel = g / ce.size
-  soft = jnp.exp(logits.astype(jnp.float32) - lse[..., None])
+  soft = jnp.exp(logits.astype(lse.dtype) - lse[..., None])
   dlogits = (per_pixel * weights)[..., None] * (
       soft - _target_mask(logits, targets))
   return dlogits.astype(logits.dtype), None, per_pixel * ce

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 import data_pipelines
 from oasis_jax import compilation_cache
 from oasis_jax import config_compat
+from oasis_jax import config_lib
 from oasis_jax import config_validation
 from oasis_jax import fatal
 from oasis_jax import inception
@@ -102,9 +103,11 @@ def main(argv: Sequence[str]) -> None:
   logging_utils.quiet_library_logs()
   with train.StopRequest() as stop:
     initialize_distributed()
-    config = _CONFIG.value
+    config_validation.validate(_CONFIG.value)
+    # 'auto' choices made concrete for this platform: what is printed and
+    # saved in config.json.
+    config = config_lib.resolve(_CONFIG.value)
     workdir = epath.Path(_WORKDIR.value)
-    config_validation.validate(config)
     models.discriminator_kind(config)  # Refuses what it cannot combine.
     if workdir.exists() and not workdir.is_dir():
       raise NotADirectoryError(f'--workdir={workdir} is a file; a folder '

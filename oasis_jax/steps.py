@@ -14,17 +14,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from oasis_jax import config_lib
 from oasis_jax import losses
 from oasis_jax import models
 from oasis_jax import train_state as train_state_lib
 
 
 def preprocess_batch(batch) -> tuple[jax.Array, jax.Array]:
-  """Host batch -> (image [B, H, W, 3] float32 in [-1, 1], label int32)."""
+  """Host batch -> (image [B, H, W, 3] in [-1, 1], label int32).
+
+  The image is float32, or float64 when given in float64.
+  """
   image = batch['image']
   if image.dtype == jnp.uint8:
     image = image.astype(jnp.float32) / 127.5 - 1.0
-  return image.astype(jnp.float32), batch['label'].astype(jnp.int32)
+  image = image.astype(jnp.promote_types(image.dtype, jnp.float32))
+  return image, batch['label'].astype(jnp.int32)
 
 
 def draw_noise(rng: jax.Array, batch_size: int, config) -> Optional[jax.Array]:
@@ -321,12 +326,7 @@ _CPU_SCHEDULERS = {
 
 def compiler_options(config) -> dict[str, Any]:
   """XLA options for jitting the training step (jax.jit(compiler_options=))."""
-  name = config.perf.get('cpu_scheduler', 'memory')
-  if name not in _CPU_SCHEDULERS:
-    raise ValueError(f'config.perf.cpu_scheduler must be one of '
-                     f'{sorted(_CPU_SCHEDULERS)}, got {name!r}.')
-  if jax.default_backend() != 'cpu':
-    return {}
+  name = config_lib.resolve(config).perf.cpu_scheduler
   return dict(_CPU_SCHEDULERS[name])
 
 

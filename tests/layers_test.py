@@ -1,6 +1,4 @@
-"""Tests of the shared layers: nearest resizing, spectral norm, param-free norms."""
-
-from unittest import mock
+"""Tests of the paper's layers: resizing, spectral norm, norms, label conv."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -125,146 +123,51 @@ class SpectralNormTest(parameterized.TestCase):
 
 
 class LabelConvTest(parameterized.TestCase):
-  """The gather formulations equal a conv over the materialized one-hot."""
-
-  # A per-image z goes into per-image tables on maps of at least
-  # 3 * 3 * (7 + 1) = 72 pixels (hw 9x9), and is broadcast on smaller ones.
-  @parameterized.product(mode=['gather', 'gather_matmul'],
-                         per_pixel_z=[False, True], sequential=[True, False],
-                         hw=[(6, 5), (9, 9)])
-  def test_modes_agree_with_dense_conv_forward_and_gradient(
-      self, mode, per_pixel_z, sequential, hw):
-    label = jax.random.randint(jax.random.PRNGKey(0), (2,) + hw, 0, 7)
-    z = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
-    if per_pixel_z:
-      z = jax.random.normal(jax.random.PRNGKey(2), (2,) + hw + (3,))
-    dense = layers.LabelConv(4, 7, 3, mode='dense')
-    fast = layers.LabelConv(4, 7, 3, mode=mode, sequential=sequential)
-    v = dense.init(jax.random.PRNGKey(3), label, z)
-    v = jax.tree.map(lambda x: x + 0.1, v)  # Non-zero bias too.
-    g = jax.random.normal(jax.random.PRNGKey(4), (2,) + hw + (4,))
-    out = {}
-    for name, m in (('dense', dense), ('fast', fast)):
-      f = lambda p, m=m: jnp.sum(m.apply({'params': p}, label, z) * g)
-      out[name] = (m.apply(v, label, z), jax.grad(f)(v['params']))
-    np.testing.assert_allclose(out['fast'][0], out['dense'][0], rtol=1e-5,
-                               atol=1e-5)
-    for a, b in zip(jax.tree.leaves(out['fast'][1]),
-                    jax.tree.leaves(out['dense'][1])):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-
-  def test_unknown_mode_is_an_error(self):
-    with self.assertRaisesRegex(ValueError, 'perf.label_conv'):
-      layers.resolve_label_conv_mode('sparse')
-
-
-class Conv2dTest(parameterized.TestCase):
-  """The CPU formulations equal XLA's convolution, forward and gradients."""
-
-  @parameterized.named_parameters(
-      ('small_map_im2col', (2, 4, 3, 5), 3),     # H*W <= 64: one matmul.
-      ('large_map_banded', (2, 50, 47, 3), 3),   # B*H*W > 4096: bands.
-      ('mid_map_plain', (1, 20, 20, 3), 3),      # Neither: XLA's conv.
-      ('one_by_one', (2, 9, 7, 5), 1))
-  def test_cpu_impl_matches_xla(self, shape, k):
-    x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, shape[-1], 4))
-    g = jax.random.normal(jax.random.PRNGKey(2), shape[:3] + (4,))
-    out = {}
-    for impl in ('xla', 'cpu'):
-      f = lambda x, w, impl=impl: jnp.sum(layers.conv2d(x, w, impl) * g)
-      out[impl] = (layers.conv2d(x, kernel, impl),
-                   jax.grad(f, argnums=(0, 1))(x, kernel))
-    np.testing.assert_allclose(out['cpu'][0], out['xla'][0], rtol=1e-5,
-                               atol=1e-4)
-    for a, b in zip(out['cpu'][1], out['xla'][1]):
-      np.testing.assert_allclose(a, b, rtol=1e-4,
-                                 atol=1e-5 * float(jnp.abs(b).max()))
-
-  @parameterized.parameters(1, 7, 13, 10_000)
-  def test_banded_kernel_gradient_any_band_height(self, band_pixels):
-    # Bands of 1 row, uneven bands (47 = 3*13 + 8 rows) and one band.
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 47, 11, 3))
-    g = jax.random.normal(jax.random.PRNGKey(1), (2, 47, 11, 5))
-    k0 = jnp.zeros((3, 3, 3, 5))
-    want = jax.vjp(lambda w: layers.conv2d(x, w, 'xla'), k0)[1](g)[0]
-    got = layers.conv_kernel_grad(x, g, (3, 3),
-                                   band_pixels=band_pixels * 11)
-    np.testing.assert_allclose(got, want, rtol=1e-4,
-                               atol=1e-5 * float(jnp.abs(want).max()))
-
-  @parameterized.product(
-      impl=['xla', 'cpu'],
-      shape_k=[((2, 5, 7, 3), 3),      # Phases on small maps: im2col.
-               ((2, 40, 36, 3), 3),    # Phases with banded gradients.
-               ((2, 5, 7, 3), 1)])     # 1x1: conv, then upsample.
-  def test_upsample_conv_matches_conv_of_upsampled(self, impl, shape_k):
-    shape, k = shape_k
-    x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, shape[-1], 4))
-    g = jax.random.normal(jax.random.PRNGKey(2),
-                          (shape[0], 2 * shape[1], 2 * shape[2], 4))
-    ref = lambda x, w: layers.conv2d(layers.upsample2x(x), w, 'xla')
-    fast = lambda x, w: layers.upsample_conv2d(x, w, impl)
-    out = {}
-    for name, f in (('ref', ref), ('fast', fast)):
-      loss = lambda x, w, f=f: jnp.sum(f(x, w) * g)
-      out[name] = (f(x, kernel), jax.grad(loss, argnums=(0, 1))(x, kernel))
-    np.testing.assert_allclose(out['fast'][0], out['ref'][0], rtol=1e-5,
-                               atol=1e-4)
-    for a, b in zip(out['fast'][1], out['ref'][1]):
-      np.testing.assert_allclose(a, b, rtol=1e-4,
-                                 atol=1e-5 * float(jnp.abs(b).max()))
-
-  def test_unknown_impl_is_an_error(self):
-    with self.assertRaisesRegex(ValueError, 'perf.conv_impl'):
-      layers.conv2d(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), 'fast')
-
-
-class BigArrayFormsTest(parameterized.TestCase):
-  """The memory-saving forms for big arrays equal the one-call forms."""
-
-  def _both(self, fn):
-    out = {}
-    for name, threshold in (('big', 1), ('small', 2**62)):
-      with mock.patch.object(layers, '_BIG_ARRAY', threshold):
-        out[name] = fn()
-    return out
+  """The reference label conv is a conv of the materialized [z | one-hot]."""
 
   @parameterized.parameters(False, True)
-  def test_grouped_spectral_norm_conv(self, upsample):
-    x = jax.random.normal(jax.random.PRNGKey(0), (6, 5, 4, 3))
-    conv = layers.Conv(4, 3, spectral_norm=True, groups=3, upsample=upsample)
-    v = conv.init(jax.random.PRNGKey(1), x, train=False)
-    g = jax.random.normal(jax.random.PRNGKey(2),
-                          conv.apply(v, x, train=False).shape)
-
-    def run():
-      def loss(params):
-        y, stats = conv.apply({**v, 'params': params}, x, train=True,
-                              mutable=['batch_stats'])
-        return jnp.sum(y * g), (y, stats)
-      (_, (y, stats)), grads = jax.value_and_grad(loss, has_aux=True)(
-          v['params'])
-      return y, stats, grads
-
-    out = self._both(run)
-    for a, b in zip(jax.tree.leaves(out['big']), jax.tree.leaves(out['small'])):
-      np.testing.assert_allclose(a, b, rtol=1e-5,
-                                 atol=1e-5 * float(jnp.abs(b).max()))
-
-  def test_label_conv_scan(self):
+  def test_equals_conv_of_concatenated_noise_and_one_hot(self, per_pixel_z):
     label = jax.random.randint(jax.random.PRNGKey(0), (2, 6, 5), 0, 7)
     z = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
-    conv = layers.LabelConv(4, 7, 3, mode='gather')
-    v = conv.init(jax.random.PRNGKey(2), label, z)
-    g = jax.random.normal(jax.random.PRNGKey(3), (2, 6, 5, 4))
-    f = lambda p: jnp.sum(conv.apply({'params': p}, label, z) * g)
-    out = self._both(lambda: (conv.apply(v, label, z),
-                              jax.grad(f)(v['params'])))
-    for a, b in zip(jax.tree.leaves(out['big']), jax.tree.leaves(out['small'])):
-      np.testing.assert_allclose(a, b, rtol=1e-5,
-                                 atol=1e-5 * float(jnp.abs(b).max()))
+    if per_pixel_z:
+      z = jax.random.normal(jax.random.PRNGKey(2), (2, 6, 5, 3))
+    conv = layers.LabelConv(4, 7, 3)
+    v = jax.tree.map(lambda x: x + 0.1,
+                     conv.init(jax.random.PRNGKey(3), label, z, train=False))
+    zz = z if per_pixel_z else jnp.broadcast_to(z[:, None, None],
+                                                (2, 6, 5, 3))
+    seg = np.concatenate([zz, np.eye(7)[np.asarray(label)]], axis=-1)
+    want = jax.lax.conv_general_dilated(
+        jnp.asarray(seg, jnp.float32), v['params']['kernel'], (1, 1), 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + v['params']['bias']
+    np.testing.assert_allclose(conv.apply(v, label, z, train=True), want,
+                               rtol=1e-5, atol=1e-6)
+
+
+def _unit(seed, n):
+  v = jax.random.normal(jax.random.PRNGKey(seed), (n,))
+  return v / jnp.linalg.norm(v)
+
+
+class SpectralConvTest(parameterized.TestCase):
+  """The reference formulation of Conv: chunk i convolved with W / sigma_i."""
+
+  @parameterized.parameters(False, True)
+  def test_groups_and_upsampling(self, upsample):
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 5, 2))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 3))
+    vectors = [(_unit(s, 3), _unit(s + 10, 18)) for s in (2, 3)]
+    y = layers.spectral_conv(x, kernel, vectors, train=True,
+                             upsample=upsample, dtype=jnp.float32)
+    w = np.asarray(kernel, np.float64).transpose(3, 2, 0, 1).reshape(3, -1)
+    for i, (u, v) in enumerate(vectors):
+      sigma = float(np.asarray(u) @ w @ np.asarray(v))
+      xi = x[2 * i:2 * i + 2]
+      if upsample:
+        xi = layers.upsample2x(xi)
+      want = layers.conv2d(xi, kernel / sigma)
+      np.testing.assert_allclose(y[2 * i:2 * i + 2], want, rtol=1e-5,
+                                 atol=1e-5)
 
 
 class ParamFreeNormTest(parameterized.TestCase):

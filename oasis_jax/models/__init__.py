@@ -1,53 +1,107 @@
-"""Flax modules of the OASIS generator and discriminator, built from a config."""
+"""Flax modules of the OASIS generator and discriminator (and the ablation's
+SPADE discriminator and VGG-19), built from a config.
+
+`generator_config(config)` / `discriminator_config(config)` turn the
+ml_collections config into the frozen dataclasses the modules take, with
+the formulations that config.perf selects (resolved by config_lib).
+"""
 
 import jax.numpy as jnp
 
+from oasis_jax import config_lib
+from oasis_jax.kernels import conv as conv_kernels
+from oasis_jax.kernels import label_conv as label_conv_kernels
+from oasis_jax.kernels import spade_eval
 from oasis_jax.models import discriminator as discriminator_lib
 from oasis_jax.models import generator as generator_lib
+from oasis_jax.models import layers
+from oasis_jax.models import model_config
 from oasis_jax.models import spade_discriminator as spade_discriminator_lib
 from oasis_jax.models import vgg as vgg_lib
 
-_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+GeneratorConfig = model_config.GeneratorConfig
+DiscriminatorConfig = model_config.DiscriminatorConfig
+Formulations = model_config.Formulations
+
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
+           'float64': jnp.float64}
+_LABEL_CONVS = {
+    'dense': layers.dense_label_conv,
+    'gather': label_conv_kernels.GatherLabelConv(matmul_grad=False),
+    'gather_matmul': label_conv_kernels.GatherLabelConv(matmul_grad=True),
+}
+
+
+def _resolved_perf(config):
+  perf = config.perf
+  if any(perf.get(k, 'auto') == 'auto'
+         for k in ('conv_impl', 'label_conv')):
+    perf = config_lib.resolve(config).perf
+  if perf.get('compute_dtype', 'float32') not in _DTYPES:
+    raise ValueError(f'config.perf.compute_dtype must be one of '
+                     f"{sorted(_DTYPES)}, got {perf.compute_dtype!r}.")
+  if perf.conv_impl not in config_lib.CONV_IMPLS:
+    raise ValueError(f'config.perf.conv_impl must be one of '
+                     f'{config_lib.CONV_IMPLS}, got {perf.conv_impl!r}.')
+  if perf.label_conv not in _LABEL_CONVS:
+    raise ValueError(f'config.perf.label_conv must be one of '
+                     f'{tuple(_LABEL_CONVS)}, got {perf.label_conv!r}.')
+  return perf
+
+
+def formulations(config) -> model_config.Formulations:
+  """The formulations config.perf.conv_impl and label_conv select."""
+  perf = _resolved_perf(config)
+  label_conv = _LABEL_CONVS[perf.label_conv]
+  if perf.conv_impl == 'cpu':
+    return model_config.Formulations(
+        conv=conv_kernels.spectral_conv, label_conv=label_conv,
+        eval_res_block=spade_eval.res_block)
+  return model_config.Formulations(label_conv=label_conv)
 
 
 def compute_dtype(config):
-  """The activation dtype of config.perf.compute_dtype (None: float32)."""
-  name = config.perf.get('compute_dtype', 'float32')
-  if name not in _DTYPES:
-    raise ValueError(f'config.perf.compute_dtype must be one of '
-                     f'{sorted(_DTYPES)}, got {name!r}.')
-  return _DTYPES[name]
+  """The activation dtype of config.perf.compute_dtype."""
+  return _DTYPES[_resolved_perf(config).get('compute_dtype', 'float32')]
 
 
-def make_generator(config) -> generator_lib.OasisGenerator:
-  """The generator that config.generator and config.data describe."""
+def generator_config(config) -> model_config.GeneratorConfig:
+  """The GeneratorConfig of config.generator, config.data and config.perf."""
   g = config.generator
   if g.norm not in ('batch', 'instance'):
     raise ValueError("config.generator.norm must be 'batch' or 'instance', "
                      f'got {g.norm!r}.')
-  return generator_lib.OasisGenerator(
+  return model_config.GeneratorConfig(
       num_classes=config.data.num_classes, channels=g.channels,
       z_dim=g.z_dim, num_res_blocks=g.num_res_blocks,
       spade_hidden=g.spade_hidden, use_3d_noise=g.use_3d_noise,
-      spectral_norm=g.use_spectral_norm, norm=g.norm,
+      use_spectral_norm=g.use_spectral_norm, norm=g.norm,
       aspect_ratio=config.data.aspect_ratio,
-      remat=config.perf.get('remat', False),
-      label_conv=config.perf.get('label_conv', 'auto'),
-      conv_impl=config.perf.get('conv_impl', 'auto'),
-      dtype=compute_dtype(config))
+      remat=config.perf.get('remat', False), dtype=compute_dtype(config),
+      formulations=formulations(config))
 
 
-def make_discriminator(config) -> discriminator_lib.OasisDiscriminator:
-  """The discriminator that config.discriminator and config.data describe."""
+def discriminator_config(config) -> model_config.DiscriminatorConfig:
+  """The DiscriminatorConfig of config.discriminator, data and perf."""
   d = config.discriminator
+  return model_config.DiscriminatorConfig(
+      num_classes=config.data.num_classes, channels=tuple(d.channels),
+      last_channels=d.last_channels, use_spectral_norm=d.use_spectral_norm,
+      remat=config.perf.get('remat', False), dtype=compute_dtype(config),
+      formulations=formulations(config))
+
+
+def make_generator(config) -> generator_lib.OasisGenerator:
+  """The generator that config.generator and config.data describe."""
+  return generator_lib.OasisGenerator(generator_config(config))
+
+
+def make_discriminator(config):
+  """The discriminator that config.discriminator and config.data describe:
+  the OASIS U-Net, or SPADE's PatchGAN (config.discriminator.kind)."""
   if discriminator_kind(config) == 'spade':
     return make_spade_discriminator(config)
-  return discriminator_lib.OasisDiscriminator(
-      num_classes=config.data.num_classes, channels=tuple(d.channels),
-      last_channels=d.last_channels, spectral_norm=d.use_spectral_norm,
-      remat=config.perf.get('remat', False),
-      conv_impl=config.perf.get('conv_impl', 'auto'),
-      dtype=compute_dtype(config))
+  return discriminator_lib.OasisDiscriminator(discriminator_config(config))
 
 
 DISCRIMINATOR_KINDS = ('oasis', 'spade')
@@ -88,6 +142,4 @@ def make_vgg(config, vgg_params) -> vgg_lib.VGG19Features:
   """The frozen VGG-19 stack of the VGG loss; widths read off its params."""
   channels = tuple(int(vgg_params[f'conv_{i}_kernel'].shape[-1])
                    for i in vgg_lib.FEATURE_CONVS)
-  return vgg_lib.VGG19Features(
-      channels=channels, conv_impl=config.perf.get('conv_impl', 'auto'),
-      dtype=compute_dtype(config))
+  return vgg_lib.VGG19Features(channels=channels, dtype=compute_dtype(config))

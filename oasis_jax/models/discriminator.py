@@ -1,30 +1,30 @@
 """The OASIS discriminator: a U-Net segmenter with N+1 output channels."""
 
-from typing import Any, Optional, Sequence
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from oasis_jax.models import layers
+from oasis_jax.models import model_config
 
 
 class ResBlockDown(nn.Module):
-  """Encoder block: two 3x3 convs and 2x2 average pooling."""
+  """Encoder block: two 3x3 convs and 2x2 average pooling, with a shortcut.
+
+  dx = pool(conv2(lrelu(conv1(lrelu(x))))) (no first activation in the
+  first block); the shortcut is pool(x), or a 1x1 conv_s before (first
+  block) or after the pooling when the width changes.
+  """
+  config: model_config.DiscriminatorConfig
   features: int
   first: bool = False
-  spectral_norm: bool = True
   train: bool = True
   groups: int = 1
-  conv_impl: str = 'auto'
-  dtype: Optional[Any] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fin, fout = x.shape[-1], self.features
-    conv = lambda k, name: layers.Conv(
-        fout, k, spectral_norm=self.spectral_norm, groups=self.groups,
-        impl=self.conv_impl, dtype=self.dtype, name=name)
+    conv = lambda k, name: _conv(self.config, fout, k, self.groups, name)
     if fin != fout:
       if self.first:
         shortcut = conv(1, 'conv_s')(layers.avg_pool2x(x), train=self.train)
@@ -39,22 +39,23 @@ class ResBlockDown(nn.Module):
 
 
 class ResBlockUp(nn.Module):
-  """Decoder block: nearest 2x upsampling and two 3x3 convs."""
+  """Decoder block: nearest 2x upsampling and two 3x3 convs, with a shortcut.
+
+  x' = upsample(x); dx = conv2(lrelu(conv1(lrelu(x')))); the shortcut is
+  x', or conv_s(x') (1x1) when the width changes.
+  """
+  config: model_config.DiscriminatorConfig
   features: int
-  spectral_norm: bool = True
   train: bool = True
   groups: int = 1
-  conv_impl: str = 'auto'
-  dtype: Optional[Any] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fin, fout = x.shape[-1], self.features
-    # conv_s and conv1 read the upsampled maps without making them (same
-    # numbers); conv2 works at the upsampled size.
-    conv = lambda k, name, upsample=True: layers.Conv(
-        fout, k, spectral_norm=self.spectral_norm, groups=self.groups,
-        impl=self.conv_impl, upsample=upsample, dtype=self.dtype, name=name)
+    # conv_s and conv1 convolve the upsampled map (lrelu commutes with the
+    # nearest upsampling); conv2 works at the upsampled size.
+    conv = lambda k, name, upsample=True: _conv(
+        self.config, fout, k, self.groups, name, upsample=upsample)
     if fin != fout:
       shortcut = conv(1, 'conv_s')(x, train=self.train)
     else:
@@ -65,22 +66,21 @@ class ResBlockUp(nn.Module):
     return shortcut + dx
 
 
+def _conv(c: model_config.DiscriminatorConfig, features: int, k: int,
+          groups: int, name: str, upsample: bool = False) -> layers.Conv:
+  return layers.Conv(features, k, spectral_norm=c.use_spectral_norm,
+                     groups=groups, upsample=upsample,
+                     formulation=c.formulations.conv, dtype=c.dtype,
+                     name=name)
+
+
 class OasisDiscriminator(nn.Module):
   """U-Net: len(channels) down blocks and as many up blocks with skips.
 
-  Attributes:
-    num_classes: semantic_nc; the output has num_classes + 1 channels
-      (channel 0 = fake, channel k = real pixel of class k - 1).
-    channels: encoder widths (official (128, 128, 256, 256, 512, 512)).
-    last_channels: width of the last decoder block (official 64).
+  The output has num_classes + 1 channels per pixel: channel 0 = fake,
+  channel k = real pixel of class k - 1 (the N+1 segmenter of OASIS).
   """
-  num_classes: int
-  channels: Sequence[int] = (128, 128, 256, 256, 512, 512)
-  last_channels: int = 64
-  spectral_norm: bool = True
-  remat: bool = False
-  conv_impl: str = 'auto'  # layers.conv2d.
-  dtype: Optional[Any] = None
+  config: model_config.DiscriminatorConfig
 
   @nn.compact
   def __call__(self, image: jax.Array, *, train: bool,
@@ -96,30 +96,31 @@ class OasisDiscriminator(nn.Module):
         D step runs D(fake), D(real), D(mixed) as one call this way.
 
     Returns:
-      [B, H, W, num_classes + 1] float32 logits.
+      [B, H, W, num_classes + 1] logits (float32, or float64 when computing
+      in float64).
     """
-    n = len(self.channels)
+    c = self.config
+    n = len(c.channels)
     h, w = image.shape[1:3]
     if h % 2**n or w % 2**n:
       raise ValueError(f'discriminator input {h}x{w} must be divisible by '
                        f'{2**n} (2**len(discriminator.channels)).')
-    ch = [3] + list(self.channels)
+    ch = [3] + list(c.channels)
     down_cls, up_cls = ResBlockDown, ResBlockUp
-    if self.remat:
+    if c.remat:
       down_cls, up_cls = nn.remat(down_cls), nn.remat(up_cls)
-    x = image if self.dtype is None else image.astype(self.dtype)
+    x = image.astype(c.dtype)
     encoded = []
     for i in range(n):
-      x = down_cls(ch[i + 1], i == 0, self.spectral_norm, train, groups,
-                   self.conv_impl, self.dtype, name=f'body_down_{i}')(x)
+      x = down_cls(c, ch[i + 1], i == 0, train, groups,
+                   name=f'body_down_{i}')(x)
       encoded.append(x)
     for i in range(n):
-      out = ch[n - 1 - i] if i < n - 1 else self.last_channels
+      out = ch[n - 1 - i] if i < n - 1 else c.last_channels
       if i > 0:
         x = jnp.concatenate([encoded[n - 1 - i], x], axis=-1)
-      x = up_cls(out, self.spectral_norm, train, groups, self.conv_impl,
-                 self.dtype, name=f'body_up_{i}')(x)
-    logits = layers.Conv(self.num_classes + 1, 1, impl=self.conv_impl,
-                         dtype=self.dtype, name='layer_up_last')(x,
-                                                                 train=train)
-    return logits.astype(jnp.float32)
+      x = up_cls(c, out, train, groups, name=f'body_up_{i}')(x)
+    logits = layers.Conv(c.num_classes + 1, 1,
+                         formulation=c.formulations.conv, dtype=c.dtype,
+                         name='layer_up_last')(x, train=train)
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))

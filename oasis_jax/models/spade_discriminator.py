@@ -74,10 +74,13 @@ class PatchDiscriminator(nn.Module):
         channels = min(2 * channels, MAX_CHANNELS)
       stride = 2 if j < n - 1 else 1
       spectral = 0 < j < n
-      kernel, bias = layers.Conv(
+      kernel, bias, vectors = layers.Conv(
           channels, KERNEL_SIZE, use_bias=not spectral,
-          spectral_norm=spectral, name=f'model{j}')(x, train=train,
-                                                    params_only=True)
+          spectral_norm=spectral, name=f'model{j}').weights(x.shape[-1],
+                                                            train=train)
+      if vectors is not None:  # W / sigma, after this call's iteration.
+        (u, v), = vectors
+        kernel = kernel / layers.sigma(kernel, u, v)
       x = _conv(x, kernel, stride)
       if bias is not None:
         x = x + bias.astype(x.dtype)

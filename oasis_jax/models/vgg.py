@@ -43,11 +43,9 @@ class VGG19Features(nn.Module):
   Attributes:
     channels: widths of blocks 1..5 (ImageNet's VGG-19: 64..512; tests use
       narrower stacks).
-    conv_impl: layers.conv2d's formulation.
     dtype: compute dtype (None: the input's).
   """
   channels: Sequence[int] = CHANNELS
-  conv_impl: str = 'auto'
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -75,7 +73,7 @@ class VGG19Features(nn.Module):
                           jnp.float32)
       bias = self.param(f'conv_{index}_bias', nn.initializers.zeros,
                         (self.channels[block],), jnp.float32)
-      x = layers.conv2d(x, kernel.astype(dtype), self.conv_impl)
+      x = layers.conv2d(x, kernel.astype(dtype))
       x = nn.relu(x + bias.astype(dtype))
       if index in FEATURE_CONVS:
         features.append(x)

@@ -6,18 +6,21 @@ The layers, bottom first (a module imports modules of its own layer or of a
 layer below; within a layer the imports must not form a cycle):
 
   base       geometry, weights, noise, batching, sharding, logging_utils,
-             host_memory, palette_data, data_pipelines.errors: no project
-             imports (plain helpers and one fact each)
+             host_memory, palette_data, data_pipelines.errors,
+             compilation_cache, cpu_workers, fatal, config_compat,
+             config_validation: no project imports (plain helpers and one
+             fact each)
   data       data_pipelines.*: data sets, label maps, Grain sources
+  config     oasis_jax.config_lib: the config resolved once (the only
+             platform query)
   kernels    oasis_jax.kernels.*: faster formulations of the model's numbers
-  models     oasis_jax.models.*: the paper
-  config     oasis_jax.config_lib: the config resolved once
+  models     oasis_jax.models.*: the paper (and the ablation's networks)
   pieces     train_state, losses, palettes, input_pipeline, inception,
-             lpips, fid, metrics
+             lpips, fid, metrics, vgg_weights
   steps      steps, checkpointing, convert_torch
   refresh    ema_refresh, oasis_jax.evaluators.*
   loop       train, inference
-  entry      evaluation, export, generate, evaluate, main
+  entry      evaluation, export, generate, evaluate, main, demo
 
 A module of oasis_jax or data_pipelines that no layer lists is an error (put
 it in its layer here). Imports inside functions of the project's own modules

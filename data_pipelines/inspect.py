@@ -6,8 +6,8 @@
 Scans every split a training run reads (train and val) unless --split names
 one. Reports, per split, the number of pairs, the image sizes, the histogram
 of class ids after the data set's remapping and every problem found (each
-naming the file); exits with status 1 if there is any problem. With --json it prints one
-JSON object with `num_examples`, `image_sizes`, `class_histogram` (class id ->
+naming the file); exits with status 1 if there is any problem. With --json
+it prints one JSON object with `num_examples`, `image_sizes`, `class_histogram` (class id ->
 pixel count) and `problems` (a list of {'file', 'problem'}); for every split
 (no --split), one object of such objects by split name. LVIS is scanned
 from its annotation files (label maps painted on the fly) and adds

@@ -16,45 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import ablation_fixtures as fixtures
 from configs import tiny
 from oasis_jax import losses
 from oasis_jax import models
 from oasis_jax.models import spade_discriminator
 
-_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))), '..', 'shared', 'parity', 'ablations')
-ENV_VAR = 'OASIS_ABLATION_FIXTURES'
 _KEY = re.compile(r'discriminator_(\d+)\.model(\d+)\.(?:0\.)?0\.'
                   r'(weight|bias|weight_orig|weight_u|weight_v)$')
-
-
-def fixture_dirs(kind: str) -> list[str]:
-  """Fixture folders of `kind` in the shared root and in $OASIS_ABLATION_..."""
-  dirs = []
-  if os.path.isdir(_ROOT):
-    dirs += [os.path.join(_ROOT, d) for d in sorted(os.listdir(_ROOT))]
-  dirs += [d for d in os.environ.get(ENV_VAR, '').split(':') if d]
-  found = []
-  for d in dirs:
-    meta = os.path.join(d, 'meta.json')
-    if os.path.isfile(meta):
-      with open(meta) as f:
-        if json.load(f).get('kind') == kind:
-          found.append(os.path.abspath(d))
-  return found
-
-
-def _load(path):
-  with np.load(path) as data:
-    return {k: data[k] for k in data.files}
-
-
-def _nhwc(x):
-  return np.asarray(x).transpose(0, 2, 3, 1)
-
-
-def _nchw(x):
-  return np.asarray(x).transpose(0, 3, 1, 2)
 
 
 def torch_to_variables(state):
@@ -97,11 +66,11 @@ def run_fixture(directory: str) -> dict[str, np.ndarray]:
   disc = spade_discriminator.SpadeDiscriminator(
       num_classes=n_classes, num_scales=num_d, num_layers=n_layers,
       base_channels=int(opts['ndf']))
-  inputs = _load(os.path.join(directory, 'inputs.npz'))
-  init = _load(os.path.join(directory, 'D_init.npz'))
+  inputs = fixtures.load(os.path.join(directory, 'inputs.npz'))
+  init = fixtures.load(os.path.join(directory, 'D_init.npz'))
   variables = torch_to_variables(init)
   label = jnp.asarray(inputs['label'], jnp.int32)
-  fake, real = _nhwc(inputs['fake']), _nhwc(inputs['real'])
+  fake, real = fixtures.nhwc(inputs['fake']), fixtures.nhwc(inputs['real'])
   b = fake.shape[0]
   x = jnp.concatenate([fake, real])
   labels = jnp.concatenate([label, label])
@@ -141,14 +110,14 @@ def run_fixture(directory: str) -> dict[str, np.ndarray]:
 
   one_hot = jax.nn.one_hot(label, n_classes)
   d_in = jnp.concatenate([jnp.concatenate([one_hot, one_hot]), x], axis=-1)
-  out = {'one_hot': _nchw(one_hot)}
+  out = {'one_hot': fixtures.nchw(one_hot)}
   for i in range(num_d):
     if i > 0:
       d_in = spade_discriminator.avg_pool3x3_s2_exclude_pad(d_in)
-    out[f'D_input_s{i}'] = _nchw(d_in)
+    out[f'D_input_s{i}'] = fixtures.nchw(d_in)
     for j in range(n_layers + 1):
-      out[f'feat_fake_s{i}_l{j}'] = _nchw(fo[i][j])
-      out[f'feat_real_s{i}_l{j}'] = _nchw(ro[i][j])
+      out[f'feat_fake_s{i}_l{j}'] = fixtures.nchw(fo[i][j])
+      out[f'feat_real_s{i}_l{j}'] = fixtures.nchw(ro[i][j])
   del outputs
   out.update(feat_l1_terms=np.asarray(terms), loss_D_fake=np.asarray(lf),
              loss_D_real=np.asarray(lr), loss_D=np.asarray(lf + lr),
@@ -158,7 +127,7 @@ def run_fixture(directory: str) -> dict[str, np.ndarray]:
   for key in init:
     if not key.endswith(('weight_u', 'weight_v')):
       out[f'gradD.{key}'] = _grad_to_torch(grad_d, key)
-  out.update({k: _nchw(v) for k, v in grads_fake.items()})
+  out.update({k: fixtures.nchw(v) for k, v in grads_fake.items()})
   # Spectral-norm state after the call, and the normalized weight it used.
   for key in init:
     if not key.endswith('weight_orig'):
@@ -186,8 +155,8 @@ def compare(directory: str, port: dict[str, np.ndarray]) -> dict[str, str]:
     tolerances = json.load(f)['tolerances']
   refs = {}
   for name in ('inputs', 'outputs'):
-    refs.update(_load(os.path.join(directory, f'{name}.npz')))
-  for key, value in _load(os.path.join(directory,
+    refs.update(fixtures.load(os.path.join(directory, f'{name}.npz')))
+  for key, value in fixtures.load(os.path.join(directory,
                                        'D_after_fwd_buffers.npz')).items():
     refs[f'after.{key}'] = value
   grad_scale = max(float(np.max(np.abs(v))) for k, v in refs.items()
@@ -210,13 +179,14 @@ def compare(directory: str, port: dict[str, np.ndarray]) -> dict[str, str]:
   return failures
 
 
-_DIRS = fixture_dirs('spade_d')
+_DIRS = fixtures.fixture_dirs('spade_d')
 
 
 class SpadeDiscriminatorParityTest(parameterized.TestCase):
 
   def test_fixtures_are_found(self):
-    self.assertNotEmpty(_DIRS, f'no spade_d fixture under {_ROOT}')
+    self.assertNotEmpty(
+        _DIRS, f'no spade_d fixture under {fixtures.ROOT}')
 
   @parameterized.named_parameters(
       *[(f'{i}_{os.path.basename(d)}', d) for i, d in enumerate(_DIRS)])
@@ -230,7 +200,7 @@ class SpadeDiscriminatorParityTest(parameterized.TestCase):
     dst = self.create_tempdir().full_path
     for name in os.listdir(src):
       shutil.copy(os.path.join(src, name), dst)
-    outputs = _load(os.path.join(dst, 'outputs.npz'))
+    outputs = fixtures.load(os.path.join(dst, 'outputs.npz'))
     feat = outputs['feat_fake_s1_l1'].copy()
     flat = feat.reshape(-1)
     flat[np.argmax(np.abs(flat))] *= 1.001  # 1e-3 of the scale.

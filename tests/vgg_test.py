@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import ablation_fixtures as fixtures
 from configs import tiny
 from oasis_jax import losses
 from oasis_jax import models
@@ -19,39 +20,7 @@ from oasis_jax import steps
 from oasis_jax import vgg_weights
 from oasis_jax.models import vgg
 
-_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))), '..', 'shared', 'parity', 'ablations')
-ENV_VAR = 'OASIS_ABLATION_FIXTURES'
 _TINY_WIDTHS = (4, 4, 8, 8, 8)
-
-
-def fixture_dirs() -> list[str]:
-  """'vgg_loss' fixture folders: the shared root and $OASIS_ABLATION_..."""
-  dirs = []
-  if os.path.isdir(_ROOT):
-    dirs += [os.path.join(_ROOT, d) for d in sorted(os.listdir(_ROOT))]
-  dirs += [d for d in os.environ.get(ENV_VAR, '').split(':') if d]
-  found = []
-  for d in dirs:
-    meta = os.path.join(d, 'meta.json')
-    if os.path.isfile(meta):
-      with open(meta) as f:
-        if json.load(f).get('kind') == 'vgg_loss':
-          found.append(os.path.abspath(d))
-  return found
-
-
-def _load(path):
-  with np.load(path) as data:
-    return {k: data[k] for k in data.files}
-
-
-def _nhwc(x):
-  return np.asarray(x).transpose(0, 2, 3, 1)
-
-
-def _nchw(x):
-  return np.asarray(x).transpose(0, 3, 1, 2)
 
 
 def run_fixture(directory: str) -> dict[str, np.ndarray]:
@@ -63,8 +32,8 @@ def run_fixture(directory: str) -> dict[str, np.ndarray]:
   lambda_vgg = float(meta['loss']['lambda_vgg_default_official_config'])
   params, _ = vgg_weights.load_vgg_params(
       os.path.join(directory, meta['weights']['file']), verify_sha256=False)
-  inputs = _load(os.path.join(directory, 'inputs.npz'))
-  fake, real = _nhwc(inputs['fake']), _nhwc(inputs['real'])
+  inputs = fixtures.load(os.path.join(directory, 'inputs.npz'))
+  fake, real = fixtures.nhwc(inputs['fake']), fixtures.nhwc(inputs['real'])
   config = tiny.get_config()
   net = models.make_vgg(config, params)
   loss_fn = lambda f: steps.vgg_loss(params, f, real, config=config)
@@ -75,12 +44,14 @@ def run_fixture(directory: str) -> dict[str, np.ndarray]:
     grad_g = jax.grad(lambda f: lambda_vgg * loss_fn(f))(fake)
   out = {}
   for name, f, r in zip(vgg.FEATURE_NAMES, fake_feats, real_feats):
-    out[f'fake_{name}'], out[f'real_{name}'] = _nchw(f), _nchw(r)
+    out[f'fake_{name}'] = fixtures.nchw(f)
+    out[f'real_{name}'] = fixtures.nchw(r)
   out['l1_terms'] = np.array([np.mean(np.abs(np.asarray(f) - np.asarray(r)))
                               for f, r in zip(fake_feats, real_feats)])
   out.update(loss_vgg=np.asarray(loss),
              loss_G_vgg=np.asarray(lambda_vgg * loss),
-             grad_fake_loss_vgg=_nchw(grad), grad_fake_loss_G_vgg=_nchw(grad_g))
+             grad_fake_loss_vgg=fixtures.nchw(grad),
+             grad_fake_loss_G_vgg=fixtures.nchw(grad_g))
   return out
 
 
@@ -88,7 +59,7 @@ def compare(directory: str, port: dict[str, np.ndarray]) -> dict[str, str]:
   """Arrays beyond tolerance: err = max|port - ref| / max|ref|."""
   with open(os.path.join(directory, 'meta.json')) as f:
     tolerances = json.load(f)['tolerances']
-  refs = _load(os.path.join(directory, 'outputs.npz'))
+  refs = fixtures.load(os.path.join(directory, 'outputs.npz'))
   failures = {}
   for name, tol in tolerances.items():
     if name not in port:
@@ -106,13 +77,14 @@ def compare(directory: str, port: dict[str, np.ndarray]) -> dict[str, str]:
   return failures
 
 
-_DIRS = fixture_dirs()
+_DIRS = fixtures.fixture_dirs('vgg_loss')
 
 
 class VggLossParityTest(parameterized.TestCase):
 
   def test_fixtures_are_found(self):
-    self.assertNotEmpty(_DIRS, f'no vgg_loss fixture under {_ROOT}')
+    self.assertNotEmpty(
+        _DIRS, f'no vgg_loss fixture under {fixtures.ROOT}')
 
   @parameterized.named_parameters(
       *[(f'{i}_{os.path.basename(d)}', d) for i, d in enumerate(_DIRS)])
@@ -126,7 +98,7 @@ class VggLossParityTest(parameterized.TestCase):
     for name in os.listdir(src):
       if name != 'outputs.npz':
         os.symlink(os.path.join(src, name), os.path.join(dst, name))
-    outputs = _load(os.path.join(src, 'outputs.npz'))
+    outputs = fixtures.load(os.path.join(src, 'outputs.npz'))
     grad = outputs['grad_fake_loss_vgg'].copy()
     grad.reshape(-1)[np.argmax(np.abs(grad))] *= 1.01  # 1e-2 of the scale.
     outputs['grad_fake_loss_vgg'] = grad
@@ -205,7 +177,7 @@ class VggWeightsTest(parameterized.TestCase):
     src = self._write_npz(vgg_weights.random_state_dict(_TINY_WIDTHS))
     npz = os.path.join(os.path.dirname(src), 'converted.npz')
     vgg_weights.convert_weights(src, npz, verify_sha256=False)
-    data = _load(npz)
+    data = fixtures.load(npz)
     # As if converted from the published file (its SHA-256's prefix).
     data['__source_sha256__'] = np.array('dcbb9e9d' + '0' * 56)
     np.savez(npz, **data)

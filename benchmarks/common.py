@@ -116,8 +116,9 @@ def direct_conv_flops(make_jitted: Callable[[Any], Any], config,
   every convolution is still an HLO convolution (not yet a cuDNN call), with
   `perf.conv_impl='xla'`: the CPU formulations run bands and Winograd tiles
   in loops, whose bodies the analysis counts once. The same count on every
-  platform; on a CPU within a few % of the compiled program's count (the
-  64x64 training row: 62.5 vs 64.8 GFLOP).
+  platform: the reference formulation's convolutions (those the official
+  model and a GPU run do; the 64x64 training row: 78.8 GFLOP, against 64.8
+  of the CPU formulations, whose upsampling convolutions run in phases).
 
   Args:
     make_jitted: config -> the jitted function.

@@ -8,8 +8,14 @@ one that asks JAX for the platform; what it decides is written into the
 config, which the entry points print and save as `WORKDIR/config.json`.
 """
 
+from typing import Any
+
 import jax
-import ml_collections
+
+# An ml_collections.ConfigDict. Not imported: the model (which resolves
+# 'auto' when it meets one) stays importable where only jax, flax, optax and
+# orbax are installed (managed GPU images; benchmarks/accelerator.py).
+ConfigDict = Any
 
 # config.perf choices; 'auto' is resolved by `resolve`.
 CONV_IMPLS = ('xla', 'cpu')
@@ -37,7 +43,7 @@ def platform() -> str:
   return jax.default_backend()
 
 
-def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def resolve(config: ConfigDict) -> ConfigDict:
   """A copy of config with every 'auto' of config.perf made concrete.
 
   Idempotent: a resolved config resolves to itself. The copy is locked when
@@ -49,7 +55,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       without `jax_enable_x64`; the message names the key and the choices.
   """
   defaults = _AUTO['cpu' if platform() == 'cpu' else 'other']
-  resolved = ml_collections.ConfigDict(config.to_dict())
+  resolved = type(config)(config.to_dict())
   perf = resolved.perf
   for key, choices in _CHOICES.items():
     value = perf.get(key, 'auto' if key in defaults else 'float32')

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 from absl.testing import absltest
@@ -153,7 +154,8 @@ class WorkdirReadingTest(parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.config = tiny.get_config()
-    cls.workdir = absltest.get_default_test_tmpdir() + '/workdir_reading'
+    cls.workdir = tempfile.mkdtemp(prefix='workdir_reading_')
+    cls.addClassCleanup(shutil.rmtree, cls.workdir, True)
     cls.states = {s: _fake_train_state(cls.config, s) for s in (2, 4)}
     manager = checkpointing.create_manager(cls.workdir)
     for step, state in cls.states.items():

@@ -214,8 +214,8 @@ class DemoBrowserTest(absltest.TestCase):
 
       # A map of unknown colours: a message on the page, no crash.
       status = upload_label(page, bad_path, 'Loaded')
-      self.assertIn("colours not in the model's palette: (7, 200, 9): 9 px",
-                    status)
+      self.assertIn('1 colour(s) not in the palette of the model: '
+                    '(7, 200, 9): 9 px', status)
       status = upload_label(page, label_path, 'Loaded label.png')
       self.assertIn('classes [2, 3, 4, 5]', status)
 

@@ -126,7 +126,7 @@ class DemoTest(parameterized.TestCase):
     Image.fromarray(rgb).save(path)
     with self.assertRaisesRegex(
         demo_lib.DemoError,
-        r'^bad_colours.png: colours not in the model\'s palette: '
+        r'^bad_colours.png: 1 colour\(s\) not in the palette of the model: '
         r'\(7, 200, 9\): 6 px'):
       self.demo.load_upload(path)
     ids = _label().astype(np.uint8)

@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from unittest import mock
@@ -73,12 +74,18 @@ class InstallCellTest(parameterized.TestCase):
     path = self._touch(name)
     self.assertEqual(self.find('', folders=('.',)), ('pip', path))
 
-  def test_no_source_is_one_clear_line_or_the_installed_package(self):
+  def test_installed_package_else_the_published_one(self):
     # Installed here (the test's own environment): nothing to do.
     self.assertEqual(self.find('', folders=('.',)), ('installed', None))
     with mock.patch.object(importlib.util, 'find_spec', return_value=None):
-      with self.assertRaisesRegex(RuntimeError, 'OASIS_JAX_SOURCE') as cm:
-        self.find('', folders=('.',))
+      self.assertEqual(self.find('', folders=('.',)), ('pip', 'oasis-jax'))
+
+  def test_failed_pip_install_is_one_clear_line(self):
+    def fail(command):
+      raise subprocess.CalledProcessError(1, command)
+    with self.assertRaisesRegex(RuntimeError, 'OASIS_JAX_SOURCE') as cm:
+      self.install('git+https://host/nowhere.git', run=fail)
+    self.assertIn("'git+https://host/nowhere.git'", str(cm.exception))
     self.assertNotIn('\n', str(cm.exception))
 
   def test_install_runs_pip_only_where_needed(self):

@@ -30,6 +30,36 @@ def fixture_dirs(kind: str) -> list[str]:
   return found
 
 
+def tolerances(directory: str) -> dict[str, float]:
+  """meta.json's tolerance table: array name -> bound."""
+  with open(os.path.join(directory, 'meta.json')) as f:
+    return json.load(f)['tolerances']
+
+
+def failures(tols: dict[str, float], refs: dict[str, np.ndarray],
+             port: dict[str, np.ndarray], scale=None) -> dict[str, str]:
+  """Arrays beyond tolerance: name -> reason; err = max|port - ref| / scale.
+
+  scale(name, ref) -> the array's scale (default max|ref|). Every array the
+  tolerance table names must be computed.
+  """
+  out = {}
+  for name, tol in tols.items():
+    if name not in port:
+      out[name] = 'not computed'
+      continue
+    ref = np.asarray(refs[name], np.float64)
+    got = np.asarray(port[name], np.float64)
+    if got.shape != ref.shape:
+      out[name] = f'shape {got.shape} != {ref.shape}'
+      continue
+    s = scale(name, ref) if scale else float(np.max(np.abs(ref)))
+    err = float(np.max(np.abs(got - ref))) / max(s, 1e-30)
+    if not err <= tol:
+      out[name] = f'{err:.3g} > {tol:.3g}'
+  return out
+
+
 def load(path: str) -> dict[str, np.ndarray]:
   """The arrays of an .npz."""
   with np.load(path) as data:

@@ -151,8 +151,6 @@ def compare(directory: str, port: dict[str, np.ndarray]) -> dict[str, str]:
   the largest over all gradD arrays (meta.json's tolerance rule). Every
   array the fixture's tolerance table names must be compared.
   """
-  with open(os.path.join(directory, 'meta.json')) as f:
-    tolerances = json.load(f)['tolerances']
   refs = {}
   for name in ('inputs', 'outputs'):
     refs.update(fixtures.load(os.path.join(directory, f'{name}.npz')))
@@ -161,22 +159,10 @@ def compare(directory: str, port: dict[str, np.ndarray]) -> dict[str, str]:
     refs[f'after.{key}'] = value
   grad_scale = max(float(np.max(np.abs(v))) for k, v in refs.items()
                    if k.startswith('gradD.'))
-  failures = {}
-  for name, tol in tolerances.items():
-    if name not in port:
-      failures[name] = 'not computed'
-      continue
-    ref = np.asarray(refs[name], np.float64)
-    got = np.asarray(port[name], np.float64)
-    if got.shape != ref.shape:
-      failures[name] = f'shape {got.shape} != {ref.shape}'
-      continue
-    scale = grad_scale if name.startswith('gradD.') else float(
-        np.max(np.abs(ref)))
-    err = float(np.max(np.abs(got - ref))) / max(scale, 1e-30)
-    if not err <= tol:
-      failures[name] = f'{err:.3g} > {tol:.3g}'
-  return failures
+  return fixtures.failures(
+      fixtures.tolerances(directory), refs, port,
+      lambda name, ref: (grad_scale if name.startswith('gradD.')
+                         else float(np.max(np.abs(ref)))))
 
 
 _DIRS = fixtures.fixture_dirs('spade_d')

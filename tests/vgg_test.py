@@ -57,24 +57,8 @@ def run_fixture(directory: str) -> dict[str, np.ndarray]:
 
 def compare(directory: str, port: dict[str, np.ndarray]) -> dict[str, str]:
   """Arrays beyond tolerance: err = max|port - ref| / max|ref|."""
-  with open(os.path.join(directory, 'meta.json')) as f:
-    tolerances = json.load(f)['tolerances']
   refs = fixtures.load(os.path.join(directory, 'outputs.npz'))
-  failures = {}
-  for name, tol in tolerances.items():
-    if name not in port:
-      failures[name] = 'not computed'
-      continue
-    ref = np.asarray(refs[name], np.float64)
-    got = np.asarray(port[name], np.float64)
-    if got.shape != ref.shape:
-      failures[name] = f'shape {got.shape} != {ref.shape}'
-      continue
-    err = float(np.max(np.abs(got - ref))) / max(float(np.max(np.abs(ref))),
-                                                  1e-30)
-    if not err <= tol:
-      failures[name] = f'{err:.3g} > {tol:.3g}'
-  return failures
+  return fixtures.failures(fixtures.tolerances(directory), refs, port)
 
 
 _DIRS = fixtures.fixture_dirs('vgg_loss')

@@ -31,14 +31,14 @@ _EXAMPLES = os.path.join(os.path.dirname(_NOTEBOOKS), 'oasis_jax',
 tiny_config = tiny64_lib.get_config
 
 
-def _install_functions():
-  """find_oasis_jax and install_oasis_jax, defined by the install cell."""
+def _install_cell():
+  """The names the install cell defines (before it installs anything)."""
   notebook = nbformat.read(_NOTEBOOK, as_version=4)
   source = next(c.source for c in notebook.cells
                 if 'def install_oasis_jax' in c.source)
   namespace = {}
   exec(source[:source.index("print('oasis_jax:'")], namespace)  # pylint: disable=exec-used
-  return namespace['find_oasis_jax'], namespace['install_oasis_jax']
+  return namespace
 
 
 class InstallCellTest(parameterized.TestCase):
@@ -46,7 +46,9 @@ class InstallCellTest(parameterized.TestCase):
 
   def setUp(self):
     super().setUp()
-    self.find, self.install = _install_functions()
+    self.cell = _install_cell()
+    self.find = self.cell['find_oasis_jax']
+    self.install = self.cell['install_oasis_jax']
     self.folder = self.create_tempdir().full_path
     cwd = os.getcwd()
     os.chdir(self.folder)
@@ -78,7 +80,53 @@ class InstallCellTest(parameterized.TestCase):
     # Installed here (the test's own environment): nothing to do.
     self.assertEqual(self.find('', folders=('.',)), ('installed', None))
     with mock.patch.object(importlib.util, 'find_spec', return_value=None):
-      self.assertEqual(self.find('', folders=('.',)), ('pip', 'oasis-jax'))
+      self.assertEqual(self.find('', folders=('.',)),
+                       ('pip', 'oasis-jax==0.1.0'))
+
+  def test_published_release_is_this_version_of_the_package(self):
+    setup_cfg = os.path.join(os.path.dirname(_NOTEBOOKS), 'setup.cfg')
+    with open(setup_cfg) as f:
+      version = next(line.split('=')[1].strip() for line in f
+                     if line.startswith('version'))
+    self.assertEqual(self.cell['PUBLISHED'], f'oasis-jax=={version}')
+
+  def test_published_release_missing_asks_for_an_upload(self):
+    calls = []
+    def pip(command):
+      calls.append(command[-1])
+      if command[-1] == self.cell['PUBLISHED']:
+        raise subprocess.CalledProcessError(1, command)
+    with mock.patch.object(importlib.util, 'find_spec', return_value=None):
+      how = self.install('', run=pip, upload=lambda: '/content/oasis.zip')
+    self.assertEqual(how, 'upload')
+    self.assertEqual(calls, ['oasis-jax==0.1.0', '/content/oasis.zip'])
+    # Nothing uploaded (the dialog cancelled), or no dialog (not on Colab):
+    # one clear line.
+    for upload in (lambda: '', None):
+      with mock.patch.object(importlib.util, 'find_spec', return_value=None):
+        with self.assertRaisesRegex(RuntimeError, "'oasis-jax==0.1.0'"):
+          self.install('', run=pip, upload=upload)
+
+  def test_upload_dialog_returns_the_uploaded_file(self):
+    colab = mock.MagicMock()
+    colab.files.upload.return_value = {'oasis-jax-main.zip': b'PK'}
+    with mock.patch.dict(sys.modules, {'google': mock.MagicMock(colab=colab),
+                                       'google.colab': colab}):
+      path = self.cell['upload_package']()
+    self.assertEqual(path, os.path.join(self.folder, 'oasis-jax-main.zip'))
+    colab.files.upload.return_value = {}  # Cancelled.
+    with mock.patch.dict(sys.modules, {'google': mock.MagicMock(colab=colab),
+                                       'google.colab': colab}):
+      self.assertEqual(self.cell['upload_package'](), '')
+
+  def test_upload_is_only_asked_for_instead_of_the_release(self):
+    def fail(command):
+      raise subprocess.CalledProcessError(1, command)
+    asked = []
+    with self.assertRaisesRegex(RuntimeError, 'nowhere'):
+      self.install('git+https://host/nowhere.git', run=fail,
+                   upload=lambda: asked.append(1) or '/content/x.whl')
+    self.assertEqual(asked, [])
 
   def test_failed_pip_install_is_one_clear_line(self):
     def fail(command):

@@ -44,7 +44,7 @@ from data_pipelines import core
 NAME = 'lvis'
 NUM_CATEGORIES = 1203
 NUM_CLASSES = NUM_CATEGORIES + 1  # With the unlabeled id 0.
-# The COCO-Stuff recipe's config.data values (SPEC §1).
+# The COCO-Stuff recipe's config.data values (docs/recipes.md).
 RECIPE = dict(num_classes=NUM_CLASSES, dontcare_id=0, image_size=256,
               aspect_ratio=1.0, load_size=286, random_crop=True,
               random_flip=True)

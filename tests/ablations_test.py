@@ -224,5 +224,6 @@ class AblationStepTest(parameterized.TestCase):
     u_after = new_state.discriminator.batch_stats['body_down_0']['conv1']['u']
     self.assertFalse(np.array_equal(u_before, u_after))
 
+
 if __name__ == '__main__':
   absltest.main()

@@ -106,6 +106,13 @@ class InstallCellTest(parameterized.TestCase):
       with mock.patch.object(importlib.util, 'find_spec', return_value=None):
         with self.assertRaisesRegex(RuntimeError, "'oasis-jax==0.1.0'"):
           self.install('', run=pip, upload=upload)
+    # An upload that pip cannot install either: one line naming it.
+    def fail(command):
+      raise subprocess.CalledProcessError(1, command)
+    with mock.patch.object(importlib.util, 'find_spec', return_value=None):
+      with self.assertRaisesRegex(RuntimeError, "'/content/bad.zip'") as cm:
+        self.install('', run=fail, upload=lambda: '/content/bad.zip')
+    self.assertNotIn('\n', str(cm.exception))
 
   def test_upload_dialog_returns_the_uploaded_file(self):
     colab = mock.MagicMock()

@@ -47,9 +47,10 @@ def n_plus_one_loss(logits: jax.Array, label: jax.Array, *, real: bool,
   The mean is over all B*H*W pixels (zero-weight pixels count in it). Fused:
   per pixel, logsumexp minus the target's logit read by id, in float32
   whatever the logits' dtype (float64 for float64 logits); the backward
-  pass is one elementwise pass over the logits. Apart from the gradient itself nothing logits-sized is made
-  (no one-hot, no log-softmax, no float32 copy of bfloat16 logits), so the
-  cost stays that of the logits with 1205 classes (LVIS).
+  pass is one elementwise pass over the logits. Apart from the gradient
+  itself nothing logits-sized is made (no one-hot, no log-softmax, no
+  float32 copy of bfloat16 logits), so the cost stays that of the logits
+  with 1205 classes (LVIS).
 
   Args:
     logits: [B, H, W, N+1] discriminator outputs, channel 0 the fake class.

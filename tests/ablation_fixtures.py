@@ -40,8 +40,8 @@ def failures(tols: dict[str, float], refs: dict[str, np.ndarray],
              port: dict[str, np.ndarray], scale=None) -> dict[str, str]:
   """Arrays beyond tolerance: name -> reason; err = max|port - ref| / scale.
 
-  scale(name, ref) -> the array's scale (default max|ref|). Every array the
-  tolerance table names must be computed.
+  scale(name, ref) -> the array's scale, or None for the default max|ref|.
+  Every array the tolerance table names must be computed.
   """
   out = {}
   for name, tol in tols.items():
@@ -53,7 +53,9 @@ def failures(tols: dict[str, float], refs: dict[str, np.ndarray],
     if got.shape != ref.shape:
       out[name] = f'shape {got.shape} != {ref.shape}'
       continue
-    s = scale(name, ref) if scale else float(np.max(np.abs(ref)))
+    s = scale(name, ref) if scale else None
+    if s is None:
+      s = float(np.max(np.abs(ref)))
     err = float(np.max(np.abs(got - ref))) / max(s, 1e-30)
     if not err <= tol:
       out[name] = f'{err:.3g} > {tol:.3g}'

@@ -39,7 +39,7 @@ from absl import flags
 import jax
 
 from benchmarks import accelerator_case
-from oasis_jax import cpu_workers
+from oasis_jax.runtime import cpu_workers
 
 _TINY = flags.DEFINE_bool(
     'tiny', False, 'Tiny sizes for a smoke test on a CPU (configs/tiny.py, '

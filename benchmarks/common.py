@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from oasis_jax import train_state
+from oasis_jax.training import train_state
 
 # Dense peak FLOP/s per chip (one JAX device) by compute dtype, from the
 # vendors' data sheets, keyed by a substring of `device.device_kind`; the

@@ -23,7 +23,7 @@ import data_pipelines
 from data_pipelines import synthetic
 from data_pipelines import testing
 from data_pipelines import transforms
-from oasis_jax import geometry
+from data_pipelines import geometry
 
 _DATASET = flags.DEFINE_string('dataset', 'ade20k', 'ade20k or cityscapes.')
 _FILES = flags.DEFINE_integer('files', 24, 'Pairs in the fake tree.')

@@ -28,7 +28,7 @@ from absl import app
 from absl import flags
 from benchmarks import fake_trees
 from data_pipelines import synthetic
-from oasis_jax import input_pipeline
+from oasis_jax.training import input_pipeline
 
 _DATASETS = flags.DEFINE_list('datasets', ['ade20k', 'cityscapes'],
                               'Data sets to time (ade20k, cityscapes).')

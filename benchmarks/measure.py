@@ -12,12 +12,12 @@ from typing import Optional
 import jax
 
 from benchmarks import common
-from oasis_jax import config_lib
-from oasis_jax import host_memory
-from oasis_jax import sharding
-from oasis_jax import steps
-from oasis_jax import train_state
-from oasis_jax import vgg_weights
+from oasis_jax.config import resolution
+from oasis_jax.runtime import host_memory
+from oasis_jax.runtime import sharding
+from oasis_jax.training import steps
+from oasis_jax.training import train_state
+from oasis_jax.pretrained import vgg_weights
 
 
 def _rates(result: dict, flops, seconds: float, dtype: str) -> dict:
@@ -103,7 +103,7 @@ def train(config, warmup: int, runs: int, donate: bool = True,
       'discriminator': config.discriminator.get('kind', 'oasis'),
       'vgg_loss': use_vgg,
       'perf': config.perf.to_dict(), 'donate': donate,
-      'devices': jax.device_count(), 'platform': config_lib.platform(),
+      'devices': jax.device_count(), 'platform': resolution.platform(),
       's_per_iter': median, 'images_per_s': b / median if median else None,
       'compile_s': compile_s, 'flops_per_iter': flops,
       'compiled_flops_per_iter': compiled_flops, 'runs_s': times,
@@ -152,7 +152,7 @@ def inference(config, warmup: int, runs: int,
       'generator_channels': config.generator.channels,
       'num_classes': config.data.num_classes,
       'compute_dtype': config.perf.compute_dtype, 'perf': config.perf.to_dict(),
-      'devices': jax.device_count(), 'platform': config_lib.platform(),
+      'devices': jax.device_count(), 'platform': resolution.platform(),
       's_per_image': median / b, 's_per_batch': median,
       'images_per_s': b / median, 'compile_s': compile_s,
       'flops_per_image': flops / b if flops else None, 'runs_s': times,

@@ -26,10 +26,10 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from oasis_jax import config_lib
-from oasis_jax import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from oasis_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
-from oasis_jax import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
+from oasis_jax.config import resolution
+from oasis_jax.runtime import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from oasis_jax.training import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from oasis_jax.training import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config.',
                                           lock_config=True)
@@ -89,7 +89,7 @@ def measure(config, memory_only: bool, warmup: int, runs: int) -> dict:
   peak = _device_peak_mib()
   return {'num_classes': int(config.data.num_classes), 'image_hw': [h, w],
           'batch_size': int(config.train.batch_size),
-          'platform': config_lib.platform(), 's_per_iter': median,
+          'platform': resolution.platform(), 's_per_iter': median,
           'compile_s': compile_s, 'flops_per_iter': flops, **xla,
           'peak_mib': peak if peak is not None else common.peak_rss_mib(),
           'peak_kind': 'device' if peak is not None else 'host_rss'}

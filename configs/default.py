@@ -64,7 +64,7 @@ def get_config():
   loss.use_vgg = False
   loss.lambda_vgg = 10.0  # Official value.
   # vgg19-dcbb9e9d.pth (torchvision's ImageNet VGG-19) or an .npz of it
-  # (python -m oasis_jax.vgg_weights); frozen, not checkpointed.
+  # (python -m oasis_jax.pretrained.vgg_weights); frozen, not checkpointed.
   loss.vgg_weights = ''
   loss.verify_vgg_weights = True  # False only for other weights (tests).
 

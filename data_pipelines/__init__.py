@@ -24,7 +24,7 @@ from data_pipelines import core
 from data_pipelines import folder
 from data_pipelines import lvis
 from data_pipelines import synthetic
-from oasis_jax import geometry
+from data_pipelines import geometry
 
 DataError = core.DataError
 SPLITS = ('train', 'val')

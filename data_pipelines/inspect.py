@@ -32,7 +32,7 @@ import numpy as np
 import data_pipelines
 from data_pipelines import core
 from data_pipelines import lvis
-from oasis_jax import fatal
+from oasis_jax.runtime import fatal
 
 
 def _define_flags():

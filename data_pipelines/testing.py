@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from configs import default
+
 _CITIES = ('aachen', 'bochum', 'zurich')
 
 
@@ -132,7 +134,6 @@ def write_tree(name: str, root: str, counts: Optional[dict[str, int]] = None,
 
 def make_config(name: str, root: str, **overrides):
   """The default config with `config.data` set for a data set at `root`."""
-  from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   classes = {'ade20k': 151, 'coco_stuff': 183, 'cityscapes': 35}
   data = config.data

@@ -22,11 +22,11 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from oasis_jax import checkpointing
-from oasis_jax import compilation_cache
-from oasis_jax import evaluation
-from oasis_jax import fatal
-from oasis_jax import fid
+from oasis_jax.training import checkpointing
+from oasis_jax.runtime import compilation_cache
+from oasis_jax.evaluation import suite
+from oasis_jax.runtime import fatal
+from oasis_jax.evaluation import frechet
 
 # Folder mode ('fid').
 _REAL = flags.DEFINE_string(
@@ -86,7 +86,7 @@ def _run_checkpoint() -> None:
       config.eval.inception_weights = _INCEPTION_WEIGHTS.value
     if flags.FLAGS['verify_inception_weights'].present:
       config.eval.verify_inception_weights = _VERIFY_WEIGHTS.value
-  results = evaluation.evaluate_checkpoint(
+  results = suite.evaluate_checkpoint(
       workdir, _CHECKPOINT.value, config=config, segmenter=_SEGMENTER.value,
       num_diversity_maps=_NUM_DIVERSITY_MAPS.value,
       num_diversity_samples=_NUM_DIVERSITY_SAMPLES.value)
@@ -94,7 +94,7 @@ def _run_checkpoint() -> None:
 
 
 def _run_fid_folders() -> None:
-  fid.main(_REAL.value, _FAKE.value, _INCEPTION_WEIGHTS.value,
+  frechet.main(_REAL.value, _FAKE.value, _INCEPTION_WEIGHTS.value,
            _BATCH_SIZE.value, verify_sha256=_VERIFY_WEIGHTS.value,
            cache_dir=_CACHE_DIR.value or None)
 

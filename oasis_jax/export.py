@@ -10,7 +10,7 @@ samples, and the run's config: the inference checkpoint format of
 checkpointing.py, a few hundred MB at official size instead of the
 whole training state. `python -m oasis_jax.convert_torch` writes the same
 format from official weights. Load it with
-`inference.Synthesizer.from_checkpoint(DIR)` or `python -m oasis_jax.generate
+`synthesis.Synthesizer.from_checkpoint(DIR)` or `python -m oasis_jax.generate
 --checkpoint=DIR`.
 """
 
@@ -21,10 +21,10 @@ from absl import flags
 from absl import logging
 import ml_collections
 
-from oasis_jax import checkpointing
-from oasis_jax import fatal
-from oasis_jax import inference
-from oasis_jax import logging_utils
+from oasis_jax.training import checkpointing
+from oasis_jax.runtime import fatal
+from oasis_jax.inference import synthesis
+from oasis_jax.runtime import logging_utils
 
 
 def export(workdir: str, out_dir: str, *, step: Union[str, int] = 'latest',
@@ -46,7 +46,7 @@ def export(workdir: str, out_dir: str, *, step: Union[str, int] = 'latest',
   Returns:
     The absolute path of the checkpoint.
   """
-  config, variables, info = inference.load_workdir_generator(
+  config, variables, info = synthesis.load_workdir_generator(
       workdir, step, config=config, refresh_batches=refresh_batches)
   discriminator = None
   if with_discriminator:

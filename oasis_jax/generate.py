@@ -33,10 +33,10 @@ from PIL import Image
 
 import data_pipelines
 from data_pipelines import label_maps
-from oasis_jax import compilation_cache
-from oasis_jax import fatal
-from oasis_jax import inference
-from oasis_jax import logging_utils
+from oasis_jax.runtime import compilation_cache
+from oasis_jax.runtime import fatal
+from oasis_jax.inference import synthesis
+from oasis_jax.runtime import logging_utils
 
 GRIDS_DIR = 'grids'
 _EDIT_TINT = np.array([255, 255, 255], np.float32)  # Edit region highlight.
@@ -121,7 +121,7 @@ def _highlight(colour: np.ndarray, mask: np.ndarray) -> np.ndarray:
   return out.astype(np.uint8)
 
 
-def run(synth: inference.Synthesizer, label_files: Sequence[str],
+def run(synth: synthesis.Synthesizer, label_files: Sequence[str],
         out_dir: str, *, num_samples: int = 1, seed: int = 0,
         edit_classes: Sequence[int] = (), edit_seed: Optional[int] = None,
         label_values: str = 'ids') -> list[str]:
@@ -253,11 +253,11 @@ def main(argv: Sequence[str]) -> None:
   try:
     files = list_label_files(f.labels)
     if f.checkpoint:
-      synth = inference.Synthesizer.from_checkpoint(
+      synth = synthesis.Synthesizer.from_checkpoint(
           f.checkpoint, batch_size=f.batch_size)
     else:
       refresh = f.refresh_batches if f.refresh_batches >= 0 else None
-      synth = inference.Synthesizer.from_workdir(
+      synth = synthesis.Synthesizer.from_workdir(
           f.workdir, f.step, refresh_batches=refresh,
           batch_size=f.batch_size)
     logging.info('%s', synth)

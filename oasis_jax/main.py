@@ -23,18 +23,18 @@ import jax
 from ml_collections import config_flags
 
 import data_pipelines
-from oasis_jax import compilation_cache
-from oasis_jax import config_compat
-from oasis_jax import config_lib
-from oasis_jax import config_validation
-from oasis_jax import fatal
-from oasis_jax import inception
-from oasis_jax import logging_utils
+from oasis_jax.runtime import compilation_cache
+from oasis_jax.config import compat
+from oasis_jax.config import resolution
+from oasis_jax.config import validation
+from oasis_jax.runtime import fatal
+from oasis_jax.evaluation import inception
+from oasis_jax.runtime import logging_utils
 from oasis_jax import models
-from oasis_jax import sharding
-from oasis_jax import train
-from oasis_jax import vgg_weights
-from oasis_jax.evaluators import fid as fid_evaluator
+from oasis_jax.runtime import sharding
+from oasis_jax.training import train
+from oasis_jax.pretrained import vgg_weights
+from oasis_jax.evaluation import fid as fid_evaluator
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training configuration file (configs/*.py).',
@@ -103,17 +103,17 @@ def main(argv: Sequence[str]) -> None:
   logging_utils.quiet_library_logs()
   with train.StopRequest() as stop:
     initialize_distributed()
-    config_validation.validate(_CONFIG.value)
+    validation.validate(_CONFIG.value)
     # 'auto' choices made concrete for this platform: what is printed and
     # saved in config.json.
-    config = config_lib.resolve(_CONFIG.value)
+    config = resolution.resolve(_CONFIG.value)
     workdir = epath.Path(_WORKDIR.value)
     models.discriminator_kind(config)  # Refuses what it cannot combine.
     if workdir.exists() and not workdir.is_dir():
       raise NotADirectoryError(f'--workdir={workdir} is a file; a folder '
                                'is expected.')
     # Before anything is written into the workdir.
-    config_compat.check_workdir(config, workdir)
+    compat.check_workdir(config, workdir)
     compilation_cache.enable(config.train.compilation_cache_dir)
     logging.info('Configuration:\n%s', config)
     logging.info('Devices: %s', describe_devices())
@@ -122,7 +122,7 @@ def main(argv: Sequence[str]) -> None:
 
     def write_config():
       if jax.process_index() == 0:
-        config_compat.write_workdir_config(config, workdir)
+        compat.write_workdir_config(config, workdir)
 
     try:
       train.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn,

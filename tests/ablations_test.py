@@ -25,12 +25,12 @@ from configs import tiny
 from configs.ablations import oasis_vgg
 from configs.ablations import spade_d
 from configs.ablations import spade_d_vgg
-from oasis_jax import evaluation
+from oasis_jax.evaluation import suite
 from oasis_jax import export
-from oasis_jax import steps
-from oasis_jax import train
-from oasis_jax import train_state
-from oasis_jax import vgg_weights
+from oasis_jax.training import steps
+from oasis_jax.training import train
+from oasis_jax.training import train_state
+from oasis_jax.pretrained import vgg_weights
 
 _CELLS = {'oasis_vgg': oasis_vgg, 'spade_d': spade_d,
           'spade_d_vgg': spade_d_vgg}
@@ -143,7 +143,7 @@ class AblationTrainingTest(absltest.TestCase):
         jax.tree.map(lambda x: (x.shape, x.dtype), self.run_['resumed']))
 
   def test_spade_metrics_say_the_discriminator_miou_is_unavailable(self):
-    results = evaluation.evaluate_checkpoint(
+    results = suite.evaluate_checkpoint(
         self.run_['workdir'], 'latest', config=self.run_['config'],
         write=False)
     self.assertIsNone(results['miou_discriminator'])

@@ -5,8 +5,8 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 
-from oasis_jax import batching
-from oasis_jax import sharding
+from oasis_jax.runtime import batching
+from oasis_jax.runtime import sharding
 
 
 class RunPaddedTest(parameterized.TestCase):

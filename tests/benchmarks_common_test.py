@@ -7,8 +7,8 @@ import jax.numpy as jnp
 
 from benchmarks import common
 from configs import tiny
-from oasis_jax import steps
-from oasis_jax import train_state
+from oasis_jax.training import steps
+from oasis_jax.training import train_state
 
 
 def _conv(x, w):

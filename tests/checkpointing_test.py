@@ -19,9 +19,9 @@ import optax
 from orbax.checkpoint._src.path import atomicity
 
 from configs import tiny
-from oasis_jax import checkpointing
-from oasis_jax import sharding
-from oasis_jax import train_state
+from oasis_jax.training import checkpointing
+from oasis_jax.runtime import sharding
+from oasis_jax.training import train_state
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,7 @@ class CheckpointingTest(parameterized.TestCase):
         import os
         import jax.numpy as jnp
         from orbax.checkpoint._src.path import atomicity
-        from oasis_jax import checkpointing
+        from oasis_jax.training import checkpointing
 
         def die(*args, **kwargs):
           os._exit(17)
@@ -203,7 +203,7 @@ class WorkdirReadingTest(parameterized.TestCase):
     self.assertEqual((manifest['generator'], manifest['source']),
                      ('ema', 'test'))
     with open(os.path.join(path, checkpointing.INFERENCE_MANIFEST), 'w') as f:
-      f.write('{"format": "oasis_jax.inference", "version": 99}')
+      f.write('{"format": "oasis_jax.inference.synthesis", "version": 99}')
     with self.assertRaisesRegex(ValueError, 'unsupported format'):
       checkpointing.load_inference(path)
 

@@ -8,7 +8,7 @@ import textwrap
 import jax
 import pytest
 
-from oasis_jax import compilation_cache
+from oasis_jax.runtime import compilation_cache
 
 
 def test_auto_is_under_xdg_cache_home():
@@ -54,7 +54,7 @@ def test_enable_sets_jax_config_when_the_variable_is_unset(
 
 _PROGRAM = textwrap.dedent("""
     import jax, jax.numpy as jnp
-    from oasis_jax import compilation_cache
+    from oasis_jax.runtime import compilation_cache
     print(compilation_cache.enable('auto'))
     jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()
 """)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from configs import default as default_lib
-from oasis_jax import config_lib
+from oasis_jax.config import resolution
 from oasis_jax import models
 from oasis_jax.kernels import conv
 from oasis_jax.kernels import label_conv
@@ -20,8 +20,8 @@ def _resolved(platform, **perf):
   config = default_lib.get_config()
   for k, v in perf.items():
     config.perf[k] = v
-  with mock.patch.object(config_lib, 'platform', return_value=platform):
-    return config_lib.resolve(config)
+  with mock.patch.object(resolution, 'platform', return_value=platform):
+    return resolution.resolve(config)
 
 
 class ResolveTest(parameterized.TestCase):
@@ -56,9 +56,9 @@ class ResolveTest(parameterized.TestCase):
   def test_resolve_is_idempotent_and_keeps_the_lock(self):
     config = default_lib.get_config()
     config.lock()
-    once = config_lib.resolve(config)
+    once = resolution.resolve(config)
     self.assertTrue(once.is_locked)
-    self.assertEqual(config_lib.resolve(once), once)
+    self.assertEqual(resolution.resolve(once), once)
     self.assertEqual(config.perf.conv_impl, 'auto')  # Not modified.
 
   @parameterized.parameters(('conv_impl', 'fast'), ('label_conv', 'sparse'),

@@ -5,14 +5,14 @@ from absl.testing import parameterized
 
 from configs import default
 from configs import tiny
-from oasis_jax import config_validation
+from oasis_jax.config import validation
 
 
 class ValidateTest(parameterized.TestCase):
 
   @parameterized.parameters(default, tiny)
   def test_shipped_configs_are_valid(self, module):
-    config_validation.validate(module.get_config())
+    validation.validate(module.get_config())
 
   @parameterized.parameters(
       ('train', 'num_steps', -5, 'config.train.num_steps=-5: expected a '
@@ -38,27 +38,27 @@ class ValidateTest(parameterized.TestCase):
     config = tiny.get_config()
     with config.unlocked():
       config[section][key] = value
-    with self.assertRaises(config_validation.ConfigError) as ctx:
-      config_validation.validate(config)
+    with self.assertRaises(validation.ConfigError) as ctx:
+      validation.validate(config)
     self.assertEqual(str(ctx.exception), message + '.')
 
   def test_every_error_is_reported_on_one_line(self):
     config = tiny.get_config()
     config.train.num_steps = -5
     config.train.batch_size = 0
-    errors = config_validation.find_errors(config)
+    errors = validation.find_errors(config)
     self.assertEqual(errors, [
         'config.train.num_steps=-5: expected a positive integer',
         'config.train.batch_size=0: expected a positive integer'])
-    with self.assertRaises(config_validation.ConfigError) as ctx:
-      config_validation.validate(config)
+    with self.assertRaises(validation.ConfigError) as ctx:
+      validation.validate(config)
     self.assertNotIn('\n', str(ctx.exception))
 
   def test_booleans_are_not_integers(self):
     config = tiny.get_config()
     with config.unlocked():
       config.train.num_steps = True
-    self.assertLen(config_validation.find_errors(config), 1)
+    self.assertLen(validation.find_errors(config), 1)
 
 
 if __name__ == '__main__':

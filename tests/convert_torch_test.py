@@ -12,9 +12,9 @@ import jax
 import numpy as np
 
 from configs import default as default_lib
-from oasis_jax import checkpointing
-from oasis_jax import convert_torch
-from oasis_jax import train_state
+from oasis_jax.training import checkpointing
+from oasis_jax.pretrained import oasis as oasis_weights
+from oasis_jax.training import train_state
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _TINY_SQUARE = _REPO / '..' / 'shared' / 'parity' / 'tiny_square'
@@ -45,7 +45,7 @@ class ConversionWithoutFixturesTest(absltest.TestCase):
     c = tiny_square_config()
     (g_p, g_s), (d_p, d_s) = jax.jit(functools.partial(
         train_state.init_variables, c))(jax.random.PRNGKey(0))
-    sd = convert_torch.flax_to_torch({'params': g_p, 'batch_stats': g_s})
+    sd = oasis_weights.flax_to_torch({'params': g_p, 'batch_stats': g_s})
     keys = list(sd)
     self.assertEqual(keys[:2], ['conv_img.weight', 'conv_img.bias'])
     self.assertEqual(keys[-2:], ['fc.weight', 'fc.bias'])
@@ -54,12 +54,12 @@ class ConversionWithoutFixturesTest(absltest.TestCase):
     self.assertEqual(sd['body.0.norm_0.first_norm.num_batches_tracked'], 0)
     self.assertEqual(sd['fc.weight'].shape, (64, 20, 3, 3))
     self.assertLen(sd, 208)
-    d_sd = convert_torch.flax_to_torch({'params': d_p, 'batch_stats': d_s})
+    d_sd = oasis_weights.flax_to_torch({'params': d_p, 'batch_stats': d_s})
     self.assertEqual(list(d_sd)[0], 'body_up.0.conv1.2.bias')
     self.assertIn('body_down.0.conv1.0.weight_orig', d_sd)
     self.assertIn('body_down.1.conv1.1.weight_u', d_sd)
     self.assertLen(d_sd, 130)
-    back = convert_torch.torch_to_flax(sd)
+    back = oasis_weights.torch_to_flax(sd)
     jax.tree.map(np.testing.assert_array_equal, back,
                  {'params': g_p, 'batch_stats': g_s})
 
@@ -67,21 +67,21 @@ class ConversionWithoutFixturesTest(absltest.TestCase):
     c = tiny_square_config()
     (g_p, g_s), _ = jax.jit(functools.partial(
         train_state.init_variables, c))(jax.random.PRNGKey(0))
-    sd = convert_torch.flax_to_torch({'params': g_p, 'batch_stats': g_s})
+    sd = oasis_weights.flax_to_torch({'params': g_p, 'batch_stats': g_s})
     c.data.num_classes = 13
     (e_p, e_s), _ = jax.eval_shape(
         lambda: train_state.init_variables(c, jax.random.PRNGKey(0)))
-    with self.assertRaisesRegex(convert_torch.ConversionError,
+    with self.assertRaisesRegex(oasis_weights.ConversionError,
                                 r'G.pth does not fit(.|\n)*body_0/norm_0/'
                                 r'mlp_shared/kernel: \(3, 3, 20, 8\) vs '
                                 r'expected \(3, 3, 21, 8\)(.|\n)*num_classes'):
-      convert_torch.check_against(convert_torch.torch_to_flax(sd),
+      oasis_weights.check_against(oasis_weights.torch_to_flax(sd),
                                   {'params': e_p, 'batch_stats': e_s},
                                   'G.pth')
 
   def test_missing_file_is_a_clear_error(self):
     with self.assertRaisesRegex(FileNotFoundError, 'nope.pth: no such'):
-      convert_torch.load_state_dict('nope.pth')
+      oasis_weights.load_state_dict('nope.pth')
 
 
 @absltest.skipUnless(_TINY_SQUARE.is_dir(),
@@ -104,10 +104,10 @@ class ConvertCliTest(absltest.TestCase):
     config, variables, manifest = checkpointing.load_inference(out)
     self.assertEqual(manifest['generator'], 'ema')
     self.assertEqual(config.discriminator.channels, (8, 8, 16, 16, 32, 32))
-    want = convert_torch.torch_to_flax(
+    want = oasis_weights.torch_to_flax(
         dict(np.load(_TINY_SQUARE / 'EMA_step.npz')))
     jax.tree.map(np.testing.assert_array_equal, variables['generator'], want)
-    want_d = convert_torch.torch_to_flax(
+    want_d = oasis_weights.torch_to_flax(
         dict(np.load(_TINY_SQUARE / 'D_step.npz')))
     jax.tree.map(np.testing.assert_array_equal, variables['discriminator'],
                  want_d)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from oasis_jax import cpu_workers
+from oasis_jax.runtime import cpu_workers
 
 
 @pytest.mark.parametrize('cpus, expected', [

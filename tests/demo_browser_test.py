@@ -28,9 +28,9 @@ from PIL import Image
 import pytest
 
 from configs import tiny64 as tiny64_lib
-from oasis_jax import inference
-from oasis_jax import checkpointing
-from oasis_jax import palettes
+from oasis_jax.inference import synthesis
+from oasis_jax.training import checkpointing
+from data_pipelines import palettes
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
@@ -193,7 +193,7 @@ class DemoBrowserTest(absltest.TestCase):
     self.addCleanup(shutil.rmtree, root, True)
     checkpoint = checkpointing.save_inference(
         os.path.join(root, 'ckpt'), demo_config(),
-        inference.random_variables(demo_config(), seed=3), source='tiny')
+        synthesis.random_variables(demo_config(), seed=3), source='tiny')
     label = _label()
     palette = palettes.generic_palette(6)  # The synthetic data set's.
     label_path = os.path.join(root, 'label.png')

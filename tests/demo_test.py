@@ -15,8 +15,8 @@ from PIL import Image
 from configs import tiny as tiny_lib
 from configs import tiny64 as tiny64_lib
 from oasis_jax import demo as demo_lib
-from oasis_jax import inference
-from oasis_jax import palettes
+from oasis_jax.inference import synthesis
+from data_pipelines import palettes
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,10 +29,10 @@ def demo_config():
 
 
 @functools.lru_cache(maxsize=None)
-def _synth(config_name: str = 'demo') -> inference.Synthesizer:
+def _synth(config_name: str = 'demo') -> synthesis.Synthesizer:
   config = {'demo': demo_config, 'tiny': tiny_lib.get_config}[config_name]()
-  return inference.Synthesizer(
-      config, inference.random_variables(config, seed=3), source='test')
+  return synthesis.Synthesizer(
+      config, synthesis.random_variables(config, seed=3), source='test')
 
 
 def _label() -> np.ndarray:
@@ -163,8 +163,8 @@ class DemoTest(parameterized.TestCase):
     config.data.name = 'ade20k'
     config.data.root = os.path.join(self.create_tempdir().full_path, 'no')
     config.data.num_classes = 151
-    absent = demo_lib.ModelAdapter(inference.Synthesizer(
-        config, inference.random_variables(config), source='absent'))
+    absent = demo_lib.ModelAdapter(synthesis.Synthesizer(
+        config, synthesis.random_variables(config), source='absent'))
     self.assertEqual(demo_lib.validation_examples(absent), {})
 
   def test_command_line_errors_are_one_line(self):
@@ -195,8 +195,8 @@ class DemoTest(parameterized.TestCase):
   def test_generator_without_3d_noise_is_refused(self):
     config = demo_config()
     config.generator.use_3d_noise = False
-    synth = inference.Synthesizer(
-        config, inference.random_variables(config), source='no noise')
+    synth = synthesis.Synthesizer(
+        config, synthesis.random_variables(config), source='no noise')
     with self.assertRaisesRegex(demo_lib.DemoError, 'needs a generator with '
                                 '3D noise'):
       demo_lib.ModelAdapter(synth)

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 
 from configs import tiny
-from oasis_jax import ema_refresh
-from oasis_jax import train_state
+from oasis_jax.training import ema_refresh
+from oasis_jax.training import train_state
 
 
 def _equal(a, b) -> bool:

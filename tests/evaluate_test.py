@@ -13,8 +13,8 @@ from onnx import helper
 from onnx import TensorProto
 
 import evaluators_fid_test  # The shared tiny training run with FID.
-from oasis_jax import input_pipeline
-from oasis_jax.evaluators import fid as fid_evaluator
+from oasis_jax.training import input_pipeline
+from oasis_jax.evaluation import fid as fid_evaluator
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TIMEOUT_S = 300

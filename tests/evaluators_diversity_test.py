@@ -3,7 +3,7 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from oasis_jax.evaluators import diversity
+from oasis_jax.evaluation import diversity
 
 
 class DiversityTest(parameterized.TestCase):

@@ -16,13 +16,13 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import tiny
-from oasis_jax import checkpointing
-from oasis_jax import inception
+from oasis_jax.training import checkpointing
+from oasis_jax.evaluation import inception
 from oasis_jax import main
-from oasis_jax import sharding
-from oasis_jax import train
-from oasis_jax.evaluators import common
-from oasis_jax.evaluators import fid as fid_evaluator
+from oasis_jax.runtime import sharding
+from oasis_jax.training import train
+from oasis_jax.evaluation import common
+from oasis_jax.evaluation import fid as fid_evaluator
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FID_STEPS = (2, 4)

@@ -12,10 +12,10 @@ import numpy as np
 from configs import lvis as lvis_config
 from configs import tiny
 from data_pipelines import testing
-from oasis_jax import metrics
+from oasis_jax.evaluation import metrics
 from oasis_jax import models
-from oasis_jax import sharding
-from oasis_jax.evaluators import miou as miou_evaluator
+from oasis_jax.runtime import sharding
+from oasis_jax.evaluation import miou as miou_evaluator
 
 
 class MiouTest(parameterized.TestCase):

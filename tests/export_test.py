@@ -12,11 +12,11 @@ import jax
 import numpy as np
 
 from configs import tiny64 as tiny64_lib
-from oasis_jax import checkpointing
-from oasis_jax import ema_refresh
+from oasis_jax.training import checkpointing
+from oasis_jax.training import ema_refresh
 from oasis_jax import export
-from oasis_jax import inference
-from oasis_jax import train
+from oasis_jax.inference import synthesis
+from oasis_jax.training import train
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEP, _BEST_STEP = 4, 2
@@ -32,7 +32,7 @@ def _fake_state(config, seed: int):
                     if np.issubdtype(s.dtype, np.floating)
                     else np.zeros(s.shape, s.dtype))
   state = jax.tree.map(fill, train.abstract_train_state(config))
-  return state.replace(ema=inference.random_variables(config, seed=seed))
+  return state.replace(ema=synthesis.random_variables(config, seed=seed))
 
 
 def _dir_bytes(path: str) -> int:
@@ -95,21 +95,21 @@ class ExportTest(parameterized.TestCase):
     self.assertLess(_dir_bytes(self.exported), state_bytes / 3)
 
   def test_best_and_numbered_steps(self):
-    _, best, info = inference.load_workdir_generator(
+    _, best, info = synthesis.load_workdir_generator(
         self.workdir, 'best', refresh_batches=0)
     self.assertEqual(info['step'], _BEST_STEP)
     self.assertTrue(_leaves_equal(best, self.states[_BEST_STEP].ema))
-    _, by_step, info = inference.load_workdir_generator(
+    _, by_step, info = synthesis.load_workdir_generator(
         self.workdir, _BEST_STEP, refresh_batches=0)
     self.assertTrue(_leaves_equal(by_step, best))
     with self.assertRaisesRegex(FileNotFoundError, 'no checkpoint of step 3'):
-      inference.load_workdir_generator(self.workdir, 3)
+      synthesis.load_workdir_generator(self.workdir, 3)
 
   def test_synthesizer_from_workdir_equals_the_export(self):
     label = np.full((2, 64, 64), 3, np.int32)
     label[:, 32:] = 1
-    from_workdir = inference.Synthesizer.from_workdir(self.workdir)
-    exported = inference.Synthesizer.from_checkpoint(self.exported)
+    from_workdir = synthesis.Synthesizer.from_workdir(self.workdir)
+    exported = synthesis.Synthesizer.from_checkpoint(self.exported)
     np.testing.assert_array_equal(from_workdir.generate(label, seed=1),
                                   exported.generate(label, seed=1))
 

@@ -13,7 +13,7 @@ from absl.testing import parameterized
 import numpy as np
 import orbax.checkpoint as ocp
 
-from oasis_jax import fatal
+from oasis_jax.runtime import fatal
 
 
 def _failing(error):

@@ -15,8 +15,8 @@ from PIL import Image
 import scipy.linalg
 
 from oasis_jax import evaluate
-from oasis_jax import fid
-from oasis_jax import inception
+from oasis_jax.evaluation import frechet
+from oasis_jax.evaluation import inception
 
 from inception_test import fixture_dir  # The pytorch-fid fixture's folder.
 
@@ -48,14 +48,14 @@ class FrechetDistanceTest(parameterized.TestCase):
     mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([1.0, 1.0, 0.5])
     var1, var2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
     # ||mu1 - mu2||^2 + sum (sqrt(var1) - sqrt(var2))^2 = 7.25 + 5.
-    value = fid.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2),
+    value = frechet.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2),
                                  method=method)
     self.assertAlmostEqual(value, 12.25, places=10)
 
   def test_one_dimensional(self):
     # (mu1 - mu2)^2 + (s1 - s2)^2 for standard deviations s1, s2.
     self.assertAlmostEqual(
-        fid.frechet_distance([3.0], [[4.0]], [1.0], [[1.0]]), 4.0 + 1.0,
+        frechet.frechet_distance([3.0], [[4.0]], [1.0], [[1.0]]), 4.0 + 1.0,
         places=12)
 
   @parameterized.parameters('eigh', 'sqrtm')
@@ -64,24 +64,24 @@ class FrechetDistanceTest(parameterized.TestCase):
     d = 12
     mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
     s1, s2 = _random_spd(rng, d), _random_spd(rng, d)
-    value = fid.frechet_distance(mu1, s1, mu2, s2, method=method)
+    value = frechet.frechet_distance(mu1, s1, mu2, s2, method=method)
     self.assertAlmostEqual(value, _reference_fid(mu1, s1, mu2, s2), places=9)
-    self.assertAlmostEqual(value, fid.frechet_distance(mu2, s2, mu1, s1,
+    self.assertAlmostEqual(value, frechet.frechet_distance(mu2, s2, mu1, s1,
                                                        method=method),
                            places=9)
 
   @parameterized.parameters((200, 16), (10, 64))  # Full rank, rank deficient.
   def test_fid_of_a_set_with_itself_is_zero(self, n, d):
     features = np.random.default_rng(2).normal(size=(n, d)) * 3 + 1
-    mu, sigma = fid.compute_statistics(features)
-    self.assertLess(abs(fid.frechet_distance(mu, sigma, mu, sigma)),
+    mu, sigma = frechet.compute_statistics(features)
+    self.assertLess(abs(frechet.frechet_distance(mu, sigma, mu, sigma)),
                     1e-9 * np.trace(sigma))
-    self.assertLess(abs(fid.fid_from_features(features, features)),
+    self.assertLess(abs(frechet.fid_from_features(features, features)),
                     1e-9 * np.trace(sigma))
 
   def test_statistics_are_float64_and_like_numpy(self):
     features = np.random.default_rng(3).normal(size=(7, 5)).astype(np.float32)
-    mu, sigma = fid.compute_statistics(features)
+    mu, sigma = frechet.compute_statistics(features)
     self.assertEqual(mu.dtype, np.float64)
     self.assertEqual(sigma.dtype, np.float64)
     np.testing.assert_allclose(mu, features.astype(np.float64).mean(0),
@@ -89,14 +89,14 @@ class FrechetDistanceTest(parameterized.TestCase):
     np.testing.assert_allclose(
         sigma, np.cov(features.astype(np.float64), rowvar=False), rtol=1e-14)
     with self.assertRaisesRegex(ValueError, 'N >= 2'):
-      fid.compute_statistics(features[:1])
+      frechet.compute_statistics(features[:1])
 
   def test_fixture_statistics_and_fid_from_stored_features(self):
     with np.load(os.path.join(_require_fixture(), 'expected.npz')) as f:
       expected = dict(f)
     stats = {}
     for name in ('real', 'fake'):
-      mu, sigma = fid.compute_statistics(expected[f'{name}_pool3_f64'])
+      mu, sigma = frechet.compute_statistics(expected[f'{name}_pool3_f64'])
       np.testing.assert_allclose(mu, expected[f'{name}_mu'], rtol=1e-10)
       np.testing.assert_allclose(np.diag(sigma),
                                  expected[f'{name}_sigma_diag'], rtol=1e-10)
@@ -106,7 +106,7 @@ class FrechetDistanceTest(parameterized.TestCase):
       self.assertAlmostEqual(np.trace(sigma) / expected[f'{name}_sigma_trace'],
                              1, places=10)
       stats[name] = mu, sigma
-    value = fid.frechet_distance(*stats['real'], *stats['fake'])
+    value = frechet.frechet_distance(*stats['real'], *stats['fake'])
     self.assertLess(abs(value / float(expected['fid']) - 1), 1e-5)
     self.assertLess(abs(value / float(expected['fid_exact']) - 1), 1e-9)
 
@@ -125,10 +125,10 @@ class CacheTest(absltest.TestCase):
     return fn
 
   def test_statistics_are_computed_once_and_reused(self):
-    key = fid.make_cache_key(data='ade20k', split='validation', size=(256, 256))
-    mu, sigma = fid.load_or_compute_real_statistics(self.tmp, key,
+    key = frechet.make_cache_key(data='ade20k', split='validation', size=(256, 256))
+    mu, sigma = frechet.load_or_compute_real_statistics(self.tmp, key,
                                                     self.compute(2.0))
-    mu2, sigma2 = fid.load_or_compute_real_statistics(self.tmp, key,
+    mu2, sigma2 = frechet.load_or_compute_real_statistics(self.tmp, key,
                                                       self.compute(5.0))
     self.assertEqual(self.calls, 1)
     np.testing.assert_array_equal(mu, mu2)
@@ -138,8 +138,8 @@ class CacheTest(absltest.TestCase):
 
   def test_cache_is_invalidated_when_the_size_changes(self):
     for size in ((256, 256), (256, 512), (256, 256)):
-      key = fid.make_cache_key(data='cityscapes', size=size)
-      mu, _ = fid.load_or_compute_real_statistics(
+      key = frechet.make_cache_key(data='cityscapes', size=size)
+      mu, _ = frechet.load_or_compute_real_statistics(
           self.tmp, key, self.compute(float(size[1])))
       self.assertEqual(mu[0], size[1])
     self.assertEqual(self.calls, 2)  # The third call hit the first's cache.
@@ -150,32 +150,32 @@ class CacheTest(absltest.TestCase):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(image)
 
     def key():
-      return fid.make_cache_key(files=fid.fingerprint_files([image]))
+      return frechet.make_cache_key(files=frechet.fingerprint_files([image]))
 
-    fid.load_or_compute_real_statistics(self.tmp, key(), self.compute())
-    fid.load_or_compute_real_statistics(self.tmp, key(), self.compute())
+    frechet.load_or_compute_real_statistics(self.tmp, key(), self.compute())
+    frechet.load_or_compute_real_statistics(self.tmp, key(), self.compute())
     self.assertEqual(self.calls, 1)
     Image.fromarray(np.ones((5, 4, 3), np.uint8)).save(image)
-    fid.load_or_compute_real_statistics(self.tmp, key(), self.compute())
+    frechet.load_or_compute_real_statistics(self.tmp, key(), self.compute())
     self.assertEqual(self.calls, 2)
 
   def test_a_file_holding_another_key_is_not_used(self):
-    key = fid.make_cache_key(data='a')
-    fid.load_or_compute_real_statistics(self.tmp, key, self.compute(1.0))
+    key = frechet.make_cache_key(data='a')
+    frechet.load_or_compute_real_statistics(self.tmp, key, self.compute(1.0))
     [name] = os.listdir(self.tmp)
     path = os.path.join(self.tmp, name)
     with np.load(path) as f:
       arrays = dict(f)
     arrays['key'] = np.array('something else')
     np.savez(path, **arrays)
-    mu, _ = fid.load_or_compute_real_statistics(self.tmp, key,
+    mu, _ = frechet.load_or_compute_real_statistics(self.tmp, key,
                                                 self.compute(3.0))
     self.assertEqual(self.calls, 2)
     self.assertEqual(mu[0], 3.0)
 
   def test_no_cache_dir_always_computes(self):
     for _ in range(2):
-      fid.load_or_compute_real_statistics(None, 'k', self.compute())
+      frechet.load_or_compute_real_statistics(None, 'k', self.compute())
     self.assertEqual(self.calls, 2)
 
 
@@ -220,7 +220,7 @@ class FolderModeTest(absltest.TestCase):
 
   def test_missing_weights_names_the_flag(self):
     with self.assertRaises(inception.MissingInceptionWeightsError) as ctx:
-      fid.main(self.dirs['real'], self.dirs['fake'], '')
+      frechet.main(self.dirs['real'], self.dirs['fake'], '')
     self.assertIn('--inception_weights', str(ctx.exception))
     self.assertIn(inception.WEIGHTS_URL, str(ctx.exception))
 
@@ -234,14 +234,14 @@ class FolderModeTest(absltest.TestCase):
     path = os.path.join(self.tmp.name, 'stats.npz')
     mu, sigma = np.arange(3.0), np.eye(3)
     np.savez(path, mu=mu.astype(np.float32), sigma=sigma)
-    loaded = fid.load_statistics(path)
+    loaded = frechet.load_statistics(path)
     np.testing.assert_array_equal(loaded[0], mu)
     np.testing.assert_array_equal(loaded[1], sigma)
     self.assertEqual(loaded[0].dtype, np.float64)
 
   def test_empty_folder_is_an_error(self):
     with self.assertRaisesRegex(ValueError, 'No images'):
-      fid.list_images(tempfile.mkdtemp(dir=self.tmp.name))
+      frechet.list_images(tempfile.mkdtemp(dir=self.tmp.name))
 
 
 if __name__ == '__main__':

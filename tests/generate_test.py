@@ -14,11 +14,11 @@ import numpy as np
 from PIL import Image
 
 from configs import tiny64 as tiny64_lib
-from oasis_jax import checkpointing
+from oasis_jax.training import checkpointing
 from oasis_jax import generate
-from oasis_jax import inference
-from oasis_jax import palette_data
-from oasis_jax import palettes
+from oasis_jax.inference import synthesis
+from data_pipelines import palette_data
+from data_pipelines import palettes
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ def _label(seed: int, size: int = 64) -> np.ndarray:
 def _checkpoint(root: str) -> str:
   return checkpointing.save_inference(
       os.path.join(root, 'ckpt'), tiny_config(),
-      inference.random_variables(tiny_config(), seed=3), source='test')
+      synthesis.random_variables(tiny_config(), seed=3), source='test')
 
 
 class GenerateTest(parameterized.TestCase):
@@ -51,7 +51,7 @@ class GenerateTest(parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.root = tempfile.mkdtemp(prefix='generate_test_')
-    cls.synth = inference.Synthesizer.from_checkpoint(_checkpoint(cls.root))
+    cls.synth = synthesis.Synthesizer.from_checkpoint(_checkpoint(cls.root))
     cls.labels_dir = os.path.join(cls.root, 'labels')
     os.makedirs(cls.labels_dir)
     cls.ids = {'a': _label(0), 'b': _label(1)}

@@ -4,9 +4,9 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import ml_collections
 
-from oasis_jax import geometry
-from oasis_jax import input_pipeline
-from oasis_jax import train_state
+from data_pipelines import geometry
+from oasis_jax.training import input_pipeline
+from oasis_jax.training import train_state
 
 
 class GeometryTest(parameterized.TestCase):

@@ -5,7 +5,7 @@ import sys
 
 from absl.testing import absltest
 
-from oasis_jax import host_memory
+from oasis_jax.runtime import host_memory
 
 def _rss_kib() -> int:
   with open('/proc/self/status') as f:

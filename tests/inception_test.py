@@ -13,8 +13,8 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 
-from oasis_jax import inception
-from oasis_jax import weights
+from oasis_jax.evaluation import inception
+from oasis_jax.pretrained import weight_files
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SETS = ('real', 'fake', 'odd', 'wide')
@@ -128,18 +128,18 @@ class FeatureTest(parameterized.TestCase):
     self.assertLess(_rel(ours, expected[f'{name}_pool3_float64net']), 3e-4)
 
   def test_statistics_and_fid_match_pytorch_fid(self):
-    from oasis_jax import fid  # pylint: disable=g-import-not-at-top
+    from oasis_jax.evaluation import frechet  # pylint: disable=g-import-not-at-top
     expected = _fixture()[1]
     stats = {}
     for name in ('real', 'fake'):
-      mu, sigma = fid.compute_statistics(_features(name))
+      mu, sigma = frechet.compute_statistics(_features(name))
       stats[name] = (mu, sigma)
       self.assertLess(_rel(mu, expected[f'{name}_mu']), 1e-4)
       self.assertLess(_rel(np.diag(sigma), expected[f'{name}_sigma_diag']),
                       1e-4)
       self.assertLess(
           _rel(sigma[:256, :256], expected[f'{name}_sigma_block256']), 1e-4)
-    value = fid.frechet_distance(*stats['real'], *stats['fake'])
+    value = frechet.frechet_distance(*stats['real'], *stats['fake'])
     self.assertLess(abs(value / float(expected['fid']) - 1), 1e-4)
 
   def test_features_are_sharded_over_the_data_axis(self):
@@ -198,7 +198,7 @@ class WeightsTest(parameterized.TestCase):
   def test_converter_round_trips_and_verifies(self):
     npz = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.npz')
     back = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.pth')
-    sha = weights.sha256_file(self.pth)
+    sha = weight_files.sha256_file(self.pth)
     with mock.patch.object(inception, 'WEIGHTS_SHA256', sha):
       inception.check_inception_weights(self.pth)
       inception.convert_weights(self.pth, npz)
@@ -219,7 +219,7 @@ class WeightsTest(parameterized.TestCase):
 
   def test_modified_npz_fails_the_content_check(self):
     npz = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.npz')
-    sha = weights.sha256_file(self.pth)
+    sha = weight_files.sha256_file(self.pth)
     with mock.patch.object(inception, 'WEIGHTS_SHA256', sha):
       inception.convert_weights(self.pth, npz)
       with np.load(npz) as f:
@@ -233,7 +233,7 @@ class WeightsTest(parameterized.TestCase):
   def test_converter_cli(self):
     npz = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.npz')
     result = subprocess.run(
-        [sys.executable, '-m', 'oasis_jax.inception', f'--input={self.pth}',
+        [sys.executable, '-m', 'oasis_jax.evaluation.inception', f'--input={self.pth}',
          f'--output={npz}', '--noverify_sha256'],
         cwd=_REPO, capture_output=True, text=True, check=False,
         env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
@@ -261,7 +261,7 @@ class WeightsTest(parameterized.TestCase):
       inception.load_inception_params(path)
 
   def test_wrong_extension_is_refused(self):
-    path = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'weights.bin')
+    path = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'weight_files.bin')
     open(path, 'wb').close()
     with self.assertRaisesRegex(inception.InceptionWeightsError, '.npz'):
       inception.check_inception_weights(path)

@@ -1,4 +1,4 @@
-"""Tests of oasis_jax.inference: seeds, batching, local edits, interpolation,
+"""Tests of oasis_jax.inference.synthesis: seeds, batching, local edits, interpolation,
 inference checkpoints and the official-weights route (parity fixtures)."""
 
 import functools
@@ -13,10 +13,11 @@ import pytest
 
 from configs import default as default_lib
 from configs import tiny64 as tiny64_lib
-from oasis_jax import checkpointing
+from oasis_jax.training import checkpointing
 from oasis_jax import convert_torch
-from oasis_jax import inference
-from oasis_jax import steps
+from oasis_jax.pretrained import oasis as oasis_weights
+from oasis_jax.inference import synthesis
+from oasis_jax.training import steps
 
 _PARITY = (pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared' /
            'parity' / 'tiny_square')
@@ -45,7 +46,7 @@ def _variables():
   0.6, like real ones (the official 0.02 init gives almost flat images).
   """
   config = tiny_config()
-  variables = inference.random_variables(config, seed=0, gain=3.0)
+  variables = synthesis.random_variables(config, seed=0, gain=3.0)
   refresh = jax.jit(functools.partial(steps.refresh_stats_step,
                                       config=config))
   labels = jnp.asarray(make_labels())
@@ -60,7 +61,7 @@ class SynthesizerTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.synth = inference.Synthesizer(tiny_config(), _variables(),
+    cls.synth = synthesis.Synthesizer(tiny_config(), _variables(),
                                       source='test')
 
   def test_same_seed_same_images_and_different_seed_different(self):
@@ -73,7 +74,7 @@ class SynthesizerTest(parameterized.TestCase):
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).mean() > 0.05, np.abs(a - c).mean()
     # A Synthesizer loaded again gives the same images for the same seed.
-    again = inference.Synthesizer(tiny_config(), _variables())
+    again = synthesis.Synthesizer(tiny_config(), _variables())
     np.testing.assert_array_equal(again.generate(label, seed=0), a)
 
   def test_batches_longer_than_a_call_match_single_images(self):
@@ -170,7 +171,7 @@ class SynthesizerTest(parameterized.TestCase):
     path = checkpointing.save_inference(
         self.create_tempdir().full_path + '/ckpt', tiny_config(),
         _variables(), source='unit test')
-    loaded = inference.Synthesizer.load(path)
+    loaded = synthesis.Synthesizer.load(path)
     assert loaded.num_classes == 6 and loaded.z_dim == 4
     assert 'unit test' in loaded.source
     np.testing.assert_array_equal(loaded.generate(make_labels(), seed=2),
@@ -179,8 +180,8 @@ class SynthesizerTest(parameterized.TestCase):
   def test_variables_of_another_model_are_rejected(self):
     config = tiny_config()
     config.data.num_classes = 7
-    with pytest.raises(convert_torch.ConversionError, match='shape mismatch'):
-      inference.Synthesizer(config, _variables())
+    with pytest.raises(oasis_weights.ConversionError, match='shape mismatch'):
+      synthesis.Synthesizer(config, _variables())
 
 
 def _config_from_meta(meta):
@@ -218,7 +219,7 @@ class OfficialWeightsTest(parameterized.TestCase):
       want = f[f'{net}_eval_after_step'].transpose(0, 2, 3, 1)
     weights = str(_PARITY / f'{net}_step.{ext}')
     kwargs = {'ema': weights} if net == 'EMA' else {'generator': weights}
-    synth = inference.Synthesizer.from_official(config, **kwargs)
+    synth = synthesis.Synthesizer.from_official(config, **kwargs)
     got = synth.generate(label, z=z)
     err = np.abs(got - want).max()
     assert err <= 1e-5 * np.abs(want).max(), err
@@ -232,8 +233,8 @@ class OfficialWeightsTest(parameterized.TestCase):
         config, str(_PARITY / 'G_step.npz'), ema=str(_PARITY / 'EMA_step.npz'))
     path = checkpointing.save_inference(
         self.create_tempdir().full_path + '/ckpt', config, converted['ema'])
-    direct = inference.Synthesizer.from_official(
+    direct = synthesis.Synthesizer.from_official(
         config, ema=str(_PARITY / 'EMA_step.npz'))
     np.testing.assert_array_equal(
-        inference.Synthesizer.from_checkpoint(path).generate(label, z=z),
+        synthesis.Synthesizer.from_checkpoint(path).generate(label, z=z),
         direct.generate(label, z=z))

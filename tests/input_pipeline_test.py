@@ -1,4 +1,4 @@
-"""Tests of oasis_jax.input_pipeline: Grain train/eval iterators."""
+"""Tests of oasis_jax.training.input_pipeline: Grain train/eval iterators."""
 
 import json
 import os
@@ -21,7 +21,7 @@ import data_pipelines
 from data_pipelines import cityscapes
 from data_pipelines import testing
 from data_pipelines import transforms
-from oasis_jax import input_pipeline
+from oasis_jax.training import input_pipeline
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -304,7 +304,7 @@ _WORKER = textwrap.dedent("""
     jax.distributed.initialize('127.0.0.1:{port}', num_processes=2,
                                process_id=int(sys.argv[1]))
     from data_pipelines import testing
-    from oasis_jax import input_pipeline
+    from oasis_jax.training import input_pipeline
     config = testing.make_config('folder', {root!r}, num_classes=32,
                                  image_size=16, load_size=18)
     config.train.batch_size = 4
@@ -397,7 +397,7 @@ class WorkerCleanupTest(absltest.TestCase):
         import sys, time
         from absl import flags
         from configs import tiny
-        from oasis_jax import input_pipeline
+        from oasis_jax.training import input_pipeline
         flags.FLAGS.mark_as_parsed()
         config = tiny.get_config()
         config.data.num_workers = 2

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
-from oasis_jax import logging_utils
+from oasis_jax.runtime import logging_utils
 
 
 class ProgressTest(parameterized.TestCase):

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oasis_jax import losses
+from oasis_jax.training import losses
 
 
 class ClassBalanceTest(absltest.TestCase):

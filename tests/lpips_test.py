@@ -8,9 +8,9 @@ from absl.testing import absltest
 import ml_collections
 import numpy as np
 
-from oasis_jax import lpips
-from oasis_jax import sharding
-from oasis_jax.evaluators import diversity
+from oasis_jax.evaluation import lpips
+from oasis_jax.runtime import sharding
+from oasis_jax.evaluation import diversity
 
 try:
   import torch  # pylint: disable=g-import-not-at-top

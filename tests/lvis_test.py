@@ -20,10 +20,10 @@ import data_pipelines
 from data_pipelines import lvis
 from data_pipelines import testing
 from data_pipelines import transforms
-from oasis_jax import checkpointing
-from oasis_jax import input_pipeline
-from oasis_jax import palettes
-from oasis_jax import train
+from oasis_jax.training import checkpointing
+from oasis_jax.training import input_pipeline
+from data_pipelines import palettes
+from oasis_jax.training import train
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,7 @@ from absl.testing import parameterized
 from PIL import Image
 
 from configs import tiny
-from oasis_jax import checkpointing
+from oasis_jax.training import checkpointing
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TIMEOUT_S = 300

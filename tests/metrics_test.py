@@ -8,7 +8,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
-from oasis_jax import metrics
+from oasis_jax.evaluation import metrics
 
 try:
   import onnx  # pylint: disable=g-import-not-at-top

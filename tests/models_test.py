@@ -8,7 +8,7 @@ import numpy as np
 
 from configs import default as default_lib
 from oasis_jax import models
-from oasis_jax import train_state
+from oasis_jax.training import train_state
 from oasis_jax.models import generator as generator_lib
 
 

@@ -25,8 +25,8 @@ import numpy as np
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import tiny
-from oasis_jax import checkpointing
-from oasis_jax import train
+from oasis_jax.training import checkpointing
+from oasis_jax.training import train
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _WORKER = os.path.join(_REPO, 'tests', 'multihost_worker.py')

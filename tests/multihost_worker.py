@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from oasis_jax import main
-from oasis_jax import sharding
+from oasis_jax.runtime import sharding
 
 RECORD_ENV = 'OASIS_MULTIHOST_RECORD'
 _TRAIN_KEYS = frozenset({'image', 'label'})  # Sample/refresh batches differ.

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oasis_jax import noise
+from oasis_jax.inference import noise
 
 
 class NoiseTest(absltest.TestCase):

@@ -15,8 +15,8 @@ from PIL import Image
 import pytest
 
 from configs import tiny64 as tiny64_lib
-from oasis_jax import checkpointing
-from oasis_jax import inference
+from oasis_jax.training import checkpointing
+from oasis_jax.inference import synthesis
 
 nbclient = pytest.importorskip('nbclient', reason='pip install nbclient')
 nbformat = pytest.importorskip('nbformat', reason='pip install nbformat')
@@ -187,7 +187,7 @@ class NotebookTest(parameterized.TestCase):
     self.addCleanup(shutil.rmtree, root, True)
     checkpoint = checkpointing.save_inference(
         os.path.join(root, 'ckpt'), tiny_config(),
-        inference.random_variables(tiny_config(), seed=1), source='tiny')
+        synthesis.random_variables(tiny_config(), seed=1), source='tiny')
     notebook = nbformat.read(_NOTEBOOK, as_version=4)
     saved = dict(os.environ)
     os.environ['OASIS_CHECKPOINT'] = checkpoint  # Read by the parameters.

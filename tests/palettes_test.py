@@ -7,7 +7,7 @@ from absl.testing import parameterized
 import ml_collections
 import numpy as np
 
-from oasis_jax import palettes
+from data_pipelines import palettes
 
 
 def _data_config(name, num_classes, palette=''):

@@ -28,11 +28,11 @@ import optax
 import pytest
 
 from configs import default as default_lib
-from oasis_jax import convert_torch
-from oasis_jax import losses
+from oasis_jax.pretrained import oasis as oasis_weights
+from oasis_jax.training import losses
 from oasis_jax import models
-from oasis_jax import steps
-from oasis_jax import train_state as train_state_lib
+from oasis_jax.training import steps
+from oasis_jax.training import train_state as train_state_lib
 
 _SHARED = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared'
 
@@ -213,7 +213,7 @@ class Fixture:
       return {k: f[k] for k in f.files}
 
   def variables(self, name):
-    return jax.tree.map(jnp.asarray, convert_torch.torch_to_flax(
+    return jax.tree.map(jnp.asarray, oasis_weights.torch_to_flax(
         self._npz(name), dtype=np.dtype(self.dtype)))
 
   def buffers(self, name):
@@ -255,9 +255,9 @@ class TestNetworks:
     (g_p, g_s), (d_p, d_s) = jax.eval_shape(
         lambda: train_state_lib.init_variables(fx.config,
                                                jax.random.PRNGKey(0)))
-    convert_torch.check_against(fx.variables('G_init'),
+    oasis_weights.check_against(fx.variables('G_init'),
                                 {'params': g_p, 'batch_stats': g_s}, 'G')
-    convert_torch.check_against(fx.variables('D_init'),
+    oasis_weights.check_against(fx.variables('D_init'),
                                 {'params': d_p, 'batch_stats': d_s}, 'D')
     n = sum(x.size for x in jax.tree.leaves(g_p))
     m = sum(x.size for x in jax.tree.leaves(d_p))
@@ -518,8 +518,8 @@ class TestConversion:
   @pytest.mark.parametrize('name', ['G_init', 'D_init', 'EMA_step'])
   def test_round_trip_is_exact(self, fx, name):
     sd = fx._npz(name)  # pylint: disable=protected-access
-    back = convert_torch.flax_to_torch(
-        convert_torch.torch_to_flax(sd),
+    back = oasis_weights.flax_to_torch(
+        oasis_weights.torch_to_flax(sd),
         with_num_batches_tracked=any('num_batches_tracked' in k for k in sd))
     assert list(back) == list(sd)
     for k in sd:  # Written in the official checkpoints' float32.
@@ -536,8 +536,8 @@ PTH_FIXTURES = [p for p in FIXTURES if (p / 'G_init.pth').exists()]
 @pytest.mark.parametrize('name', ['G_init', 'D_step', 'EMA_step'])
 def test_pth_equals_npz(path, name):
   pytest.importorskip('torch', reason='torch is not installed')
-  a = convert_torch.convert_file(str(path / f'{name}.pth'))
-  b = convert_torch.convert_file(str(path / f'{name}.npz'))
+  a = oasis_weights.convert_file(str(path / f'{name}.pth'))
+  b = oasis_weights.convert_file(str(path / f'{name}.npz'))
   assert_tree_close(a, b, 0, name)
 
 
@@ -546,4 +546,4 @@ def test_pth_without_torch_is_a_clear_error(path, monkeypatch):
   monkeypatch.setitem(__import__('sys').modules, 'torch', None)
   with pytest.raises(ImportError, match='G_init.pth: reading a .pth file '
                      'needs PyTorch'):
-    convert_torch.load_state_dict(str(path / 'G_init.pth'))
+    oasis_weights.load_state_dict(str(path / 'G_init.pth'))

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import tiny as tiny_lib
-from oasis_jax import config_lib
-from oasis_jax import steps
-from oasis_jax import train_state
+from oasis_jax.config import resolution
+from oasis_jax.training import steps
+from oasis_jax.training import train_state
 
 
 def _config(**perf):
@@ -123,7 +123,7 @@ class CompilerOptionsTest(absltest.TestCase):
     with config.unlocked():
       config.perf.cpu_scheduler = 'memory'
     want = ({'xla_cpu_scheduler_type': 'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'}
-            if config_lib.platform() == 'cpu' else {})
+            if resolution.platform() == 'cpu' else {})
     self.assertEqual(steps.compiler_options(config), want)
     with config.unlocked():
       config.perf.cpu_scheduler = 'fastest'

@@ -6,7 +6,7 @@ import jax
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from oasis_jax import sharding
+from oasis_jax.runtime import sharding
 
 
 class ShardingTest(parameterized.TestCase):

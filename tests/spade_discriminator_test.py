@@ -18,7 +18,7 @@ import numpy as np
 
 import ablation_fixtures as fixtures
 from configs import tiny
-from oasis_jax import losses
+from oasis_jax.training import losses
 from oasis_jax import models
 from oasis_jax.models import spade_discriminator
 

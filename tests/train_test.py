@@ -17,10 +17,10 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import tiny
-from oasis_jax import checkpointing
-from oasis_jax import input_pipeline
-from oasis_jax import sharding
-from oasis_jax import train
+from oasis_jax.training import checkpointing
+from oasis_jax.training import input_pipeline
+from oasis_jax.runtime import sharding
+from oasis_jax.training import train
 
 
 def _config(**train_overrides):

@@ -14,10 +14,10 @@ import numpy as np
 
 import ablation_fixtures as fixtures
 from configs import tiny
-from oasis_jax import losses
+from oasis_jax.training import losses
 from oasis_jax import models
-from oasis_jax import steps
-from oasis_jax import vgg_weights
+from oasis_jax.training import steps
+from oasis_jax.pretrained import vgg_weights
 from oasis_jax.models import vgg
 
 _TINY_WIDTHS = (4, 4, 8, 8, 8)
@@ -201,7 +201,7 @@ class VggWeightsTest(parameterized.TestCase):
       vgg_weights.check_vgg_weights(pth)
     npz = os.path.join(directory, 'out.npz')
     result = subprocess.run(
-        [sys.executable, '-m', 'oasis_jax.vgg_weights', f'--input={pth}',
+        [sys.executable, '-m', 'oasis_jax.pretrained.vgg_weights', f'--input={pth}',
          f'--output={npz}'], capture_output=True, text=True, check=False)
     self.assertNotEqual(result.returncode, 0)
     self.assertIn('FATAL', result.stderr)

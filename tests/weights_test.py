@@ -1,4 +1,4 @@
-"""Tests of weights.py: the one .pth / .npz state-dict reader."""
+"""Tests of weight_files.py: the one .pth / .npz state-dict reader."""
 
 import os
 import sys
@@ -7,7 +7,7 @@ from unittest import mock
 from absl.testing import absltest
 import numpy as np
 
-from oasis_jax import weights
+from oasis_jax.pretrained import weight_files
 
 
 class WeightsTest(absltest.TestCase):
@@ -19,7 +19,7 @@ class WeightsTest(absltest.TestCase):
     return path
 
   def test_npz_keys_and_values(self):
-    state = weights.read_state_dict(self._npz())
+    state = weight_files.read_state_dict(self._npz())
     self.assertEqual(sorted(state), ['a.weight', 'b.bias'])
     np.testing.assert_array_equal(state['a.weight'],
                                   np.arange(6.0).reshape(2, 3))
@@ -31,12 +31,12 @@ class WeightsTest(absltest.TestCase):
       self.skipTest('torch is not installed')
     path = os.path.join(self.create_tempdir().full_path, 'w.pth')
     torch.save({'a.weight': torch.arange(6.0).reshape(2, 3)}, path)
-    state = weights.read_state_dict(path)
+    state = weight_files.read_state_dict(path)
     np.testing.assert_array_equal(state['a.weight'],
                                   np.arange(6.0).reshape(2, 3))
     torch.save([1, 2], path)
     with self.assertRaisesRegex(KeyError, 'expected a state dict'):
-      weights.read_state_dict(path, error=KeyError)
+      weight_files.read_state_dict(path, error=KeyError)
 
   def test_pth_without_torch_says_how_to_convert(self):
     path = os.path.join(self.create_tempdir().full_path, 'w.pth')
@@ -45,17 +45,17 @@ class WeightsTest(absltest.TestCase):
     with mock.patch.dict(sys.modules, {'torch': None}):
       with self.assertRaisesRegex(ImportError, r'w\.pth: reading a \.pth '
                                   r'file needs PyTorch.*\.npz'):
-        weights.read_state_dict(path)
+        weight_files.read_state_dict(path)
 
   def test_missing_file_and_other_extensions_are_clear_errors(self):
     with self.assertRaisesRegex(FileNotFoundError, 'nope.npz: no such file'):
-      weights.read_state_dict('nope.npz')
+      weight_files.read_state_dict('nope.npz')
     path = os.path.join(self.create_tempdir().full_path, 'w.bin')
     with open(path, 'wb') as f:
       f.write(b'x')
     with self.assertRaisesRegex(ValueError, r'w\.bin: the LPIPS weights must '
                                 r'be a \.pth or an \.npz'):
-      weights.read_state_dict(path, what='the LPIPS weights')
+      weight_files.read_state_dict(path, what='the LPIPS weights')
 
 
 if __name__ == '__main__':

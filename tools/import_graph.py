@@ -3,24 +3,25 @@
   python tools/import_graph.py          # the graph, then violations (exit 1)
 
 The layers, bottom first (a module imports modules of its own layer or of a
-layer below; within a layer the imports must not form a cycle):
+layer below; within a layer the imports must not form a cycle). A layer is a
+package (or two): the tree is the architecture.
 
-  base       geometry, weights, noise, batching, sharding, logging_utils,
-             host_memory, palette_data, data_pipelines.errors,
-             compilation_cache, cpu_workers, fatal, config_compat,
-             config_validation: no project imports (plain helpers and one
-             fact each)
-  data       data_pipelines.*: data sets, label maps, Grain sources
-  config     oasis_jax.config_lib: the config resolved once (the only
-             platform query)
-  kernels    oasis_jax.kernels.*: faster formulations of the model's numbers
-  models     oasis_jax.models.*: the paper (and the ablation's networks)
-  pieces     train_state, losses, palettes, input_pipeline, inception,
-             lpips, fid, metrics, vgg_weights
-  steps      steps, checkpointing, convert_torch
-  refresh    ema_refresh, oasis_jax.evaluators.*
-  loop       train, inference
-  entry      evaluation, export, generate, evaluate, main, demo
+  runtime     oasis_jax.runtime: mesh, batching, caches, fatal, logging
+  data        data_pipelines: data sets, label maps, palettes, image
+              geometry, Grain sources
+  config      configs, oasis_jax.config: defaults, config files, workdir
+              configs merged onto them, resolution (the only platform
+              query), validation, resume compatibility
+  kernels     oasis_jax.kernels: faster formulations of the model's numbers
+  models      oasis_jax.models: the paper (and the ablation's networks)
+  pretrained  oasis_jax.pretrained: weight files and their converters
+  training    oasis_jax.training: state, losses, step, input, checkpoints,
+              the loop
+  inference   oasis_jax.inference: the Synthesizer, noise, export format
+  evaluation  oasis_jax.evaluation: metrics and their evaluators
+  entry       main, generate, evaluate, export, convert_torch, demo: command
+              lines; benchmarks; data_pipelines.testing (fake trees for
+              tests and benchmarks)
 
 A module of oasis_jax or data_pipelines that no layer lists is an error (put
 it in its layer here). Imports inside functions of the project's own modules
@@ -35,33 +36,24 @@ import sys
 from typing import Iterable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ('oasis_jax', 'data_pipelines')
+PACKAGES = ('oasis_jax', 'data_pipelines', 'configs', 'benchmarks')
 
 # Bottom first; patterns of module names (fnmatch).
 LAYERS = (
-    ('base', ('oasis_jax', 'oasis_jax.geometry', 'oasis_jax.weights',
-              'oasis_jax.noise', 'oasis_jax.batching', 'oasis_jax.sharding',
-              'oasis_jax.logging_utils', 'oasis_jax.host_memory',
-              'oasis_jax.palette_data', 'data_pipelines.errors',
-              'oasis_jax.compilation_cache', 'oasis_jax.cpu_workers',
-              'oasis_jax.fatal', 'oasis_jax.config_compat',
-              'oasis_jax.config_validation')),
+    ('runtime', ('oasis_jax', 'oasis_jax.runtime', 'oasis_jax.runtime.*')),
     ('data', ('data_pipelines', 'data_pipelines.*')),
-    ('config', ('oasis_jax.config_lib',)),
+    ('config', ('oasis_jax.config', 'oasis_jax.config.*', 'configs',
+                'configs.*')),
     ('kernels', ('oasis_jax.kernels', 'oasis_jax.kernels.*')),
     ('models', ('oasis_jax.models', 'oasis_jax.models.*')),
-    ('pieces', ('oasis_jax.train_state', 'oasis_jax.losses',
-                'oasis_jax.palettes', 'oasis_jax.input_pipeline',
-                'oasis_jax.inception', 'oasis_jax.lpips', 'oasis_jax.fid',
-                'oasis_jax.metrics', 'oasis_jax.vgg_weights')),
-    ('steps', ('oasis_jax.steps', 'oasis_jax.checkpointing',
-               'oasis_jax.convert_torch')),
-    ('refresh', ('oasis_jax.ema_refresh', 'oasis_jax.evaluators',
-                 'oasis_jax.evaluators.*')),
-    ('loop', ('oasis_jax.train', 'oasis_jax.inference')),
-    ('entry', ('oasis_jax.evaluation', 'oasis_jax.export',
-               'oasis_jax.generate', 'oasis_jax.evaluate', 'oasis_jax.main',
-               'oasis_jax.demo')),
+    ('pretrained', ('oasis_jax.pretrained', 'oasis_jax.pretrained.*')),
+    ('training', ('oasis_jax.training', 'oasis_jax.training.*')),
+    ('inference', ('oasis_jax.inference', 'oasis_jax.inference.*')),
+    ('evaluation', ('oasis_jax.evaluation', 'oasis_jax.evaluation.*')),
+    ('entry', ('oasis_jax.main', 'oasis_jax.generate', 'oasis_jax.evaluate',
+               'oasis_jax.export', 'oasis_jax.convert_torch',
+               'oasis_jax.demo', 'oasis_jax.demo.*', 'benchmarks',
+               'benchmarks.*', 'data_pipelines.testing')),
 )
 
 # (importer, imported) -> why the import is inside a function.
@@ -123,6 +115,10 @@ def imports_of(path: str, modules: set[str]) -> list[tuple[str, bool]]:
 
 
 def layer_of(module: str) -> Optional[int]:
+  """The module's layer: a layer naming it exactly wins over a pattern."""
+  for i, (_, patterns) in enumerate(LAYERS):
+    if module in patterns:
+      return i
   for i, (_, patterns) in enumerate(LAYERS):
     if any(fnmatch.fnmatchcase(module, p) for p in patterns):
       return i

@@ -4,7 +4,7 @@ The paper's table (ADE20K, FID / mIoU): OASIS D 29.3 / 51.6 without VGG
 (configs/ade20k.py) and 29.2 / 51.1 with it (this file); SPADE D 60.7 / 21.0
 (spade_d.py) and 32.9 / 42.5 (spade_d_vgg.py). Set config.loss.vgg_weights
 to torchvision's vgg19-dcbb9e9d.pth (or its .npz, python -m
-oasis_jax.vgg_weights); the run stops at start-up without it.
+oasis_jax.pretrained.vgg_weights); the run stops at start-up without it.
 """
 
 from configs import ade20k

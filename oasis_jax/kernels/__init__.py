@@ -3,5 +3,5 @@
 Each module computes what a reference function of `oasis_jax/models/`
 computes, up to float rounding, and is tested against it
 (tests/kernels_<module>_test.py). Which formulation runs is decided once,
-when the config is resolved (oasis_jax/config_lib.py).
+when the config is resolved (oasis_jax/config/resolution.py).
 """

@@ -3,12 +3,12 @@ SPADE discriminator and VGG-19), built from a config.
 
 `generator_config(config)` / `discriminator_config(config)` turn the
 ml_collections config into the frozen dataclasses the modules take, with
-the formulations that config.perf selects (resolved by config_lib).
+the formulations that config.perf selects (resolved by config/resolution.py).
 """
 
 import jax.numpy as jnp
 
-from oasis_jax import config_lib
+from oasis_jax.config import resolution
 from oasis_jax.kernels import conv as conv_kernels
 from oasis_jax.kernels import label_conv as label_conv_kernels
 from oasis_jax.kernels import spade_eval
@@ -36,13 +36,13 @@ def _resolved_perf(config):
   perf = config.perf
   if any(perf.get(k, 'auto') == 'auto'
          for k in ('conv_impl', 'label_conv')):
-    perf = config_lib.resolve(config).perf
+    perf = resolution.resolve(config).perf
   if perf.get('compute_dtype', 'float32') not in _DTYPES:
     raise ValueError(f'config.perf.compute_dtype must be one of '
                      f"{sorted(_DTYPES)}, got {perf.compute_dtype!r}.")
-  if perf.conv_impl not in config_lib.CONV_IMPLS:
+  if perf.conv_impl not in resolution.CONV_IMPLS:
     raise ValueError(f'config.perf.conv_impl must be one of '
-                     f'{config_lib.CONV_IMPLS}, got {perf.conv_impl!r}.')
+                     f'{resolution.CONV_IMPLS}, got {perf.conv_impl!r}.')
   if perf.label_conv not in _LABEL_CONVS:
     raise ValueError(f'config.perf.label_conv must be one of '
                      f'{tuple(_LABEL_CONVS)}, got {perf.label_conv!r}.')

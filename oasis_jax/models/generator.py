@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from oasis_jax import geometry
+from data_pipelines import geometry
 from oasis_jax.models import layers
 from oasis_jax.models import model_config
 from oasis_jax.models import spade

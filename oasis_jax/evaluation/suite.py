@@ -15,15 +15,15 @@ from absl import logging
 import jax
 import ml_collections
 
-from oasis_jax import checkpointing
-from oasis_jax import inception
-from oasis_jax import inference
+from oasis_jax.training import checkpointing
+from oasis_jax.evaluation import inception
+from oasis_jax.inference import synthesis
 from oasis_jax import models
-from oasis_jax import sharding
-from oasis_jax.evaluators import common
-from oasis_jax.evaluators import diversity as diversity_lib
-from oasis_jax.evaluators import fid as fid_evaluator
-from oasis_jax.evaluators import miou as miou_evaluator
+from oasis_jax.runtime import sharding
+from oasis_jax.evaluation import common
+from oasis_jax.evaluation import diversity as diversity_lib
+from oasis_jax.evaluation import fid as fid_evaluator
+from oasis_jax.evaluation import miou as miou_evaluator
 
 
 def _checkpoint_name(checkpoint: Union[str, int]) -> str:
@@ -74,7 +74,7 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
                                                True))
   spec = name if name in ('best', 'latest') else int(name)
   directory, step = checkpointing.find_checkpoint(workdir, spec)
-  _, gen_vars, info = inference.load_workdir_generator(workdir, spec,
+  _, gen_vars, info = synthesis.load_workdir_generator(workdir, spec,
                                                        config=config)
   # The proxy mIoU needs the OASIS D's segmentation; SPADE's D has none.
   disc_vars = (checkpointing.restore_discriminator(directory, step, config)

@@ -45,14 +45,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from oasis_jax import fatal
-from oasis_jax import train_state as train_state_lib
+from oasis_jax.runtime import fatal
+from oasis_jax.training import train_state as train_state_lib
 
 CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'checkpoints_damaged'  # Checkpoints that failed to restore.
 FINGERPRINT_ITEM = 'fingerprint'
 BEST_CHECKPOINT_DIR = 'checkpoint_best'
-INFERENCE_FORMAT = 'oasis_jax.inference'
+INFERENCE_FORMAT = 'oasis_jax.inference.synthesis'
 INFERENCE_VERSION = 1
 INFERENCE_MANIFEST = 'oasis_inference.json'
 
@@ -563,7 +563,7 @@ def restore_discriminator(directory: str, step: int, config) -> Any:
 # ----------------------------------------------------------------------------
 # The inference checkpoint: a generator's variables and its config.
 #
-#   DIR/oasis_inference.json  {"format": "oasis_jax.inference", "version": 1,
+#   DIR/oasis_inference.json  {"format": "oasis_jax.inference.synthesis", "version": 1,
 #                              "generator": "ema" | "generator", "source": ...}
 #   DIR/config.json           the full ml_collections config of the model
 #   DIR/variables/            Orbax PyTree checkpoint:

@@ -6,13 +6,13 @@ from a file given by path, never downloaded:
 
 * torchvision's `vgg19-dcbb9e9d.pth` (read with torch), or
 * an `.npz` of its `features.<index>.weight/bias` keys, written by
-  `python -m oasis_jax.vgg_weights --input=vgg19-dcbb9e9d.pth --output=F.npz`
+  `python -m oasis_jax.pretrained.vgg_weights --input=vgg19-dcbb9e9d.pth --output=F.npz`
   (the classifier's 500 MB are left out; the loss never uses them).
 
 The check: torch.hub names a file by the first 8 hex digits of its SHA-256,
 so a .pth must hash to `dcbb9e9d...`; an .npz records the SHA-256 of the .pth
 it came from and a hash of its arrays. The files are read with the Inception
-weights' reader (oasis_jax/weights.py); the loaded parameters are frozen:
+weights' reader (oasis_jax/weight_files.py); the loaded parameters are frozen:
 the train step receives them as an argument and they are never checkpointed.
 """
 
@@ -24,7 +24,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from oasis_jax import weights
+from oasis_jax.pretrained import weight_files
 from oasis_jax.models import vgg
 
 WEIGHTS_FILENAME = 'vgg19-dcbb9e9d.pth'
@@ -52,7 +52,7 @@ def missing_weights_message(path: str = '', setting: str = CONFIG_KEY) -> str:
           f'ImageNet VGG-19 weights {WEIGHTS_FILENAME}, published at '
           f'{WEIGHTS_URL} . Nothing is downloaded at run time: download it '
           f'once and set {setting} to its path (or to an .npz made with '
-          '`python -m oasis_jax.vgg_weights --input=FILE.pth '
+          '`python -m oasis_jax.pretrained.vgg_weights --input=FILE.pth '
           '--output=FILE.npz`), or set config.loss.use_vgg=False.')
 
 
@@ -72,22 +72,22 @@ def _verify(path: str, kind: str, meta: Optional[Mapping[str, str]],
   hint = ('Other weights (tests): config.loss.verify_vgg_weights=False '
           '(--noverify_sha256 for the converter).')
   if kind == 'pth':
-    sha = weights.sha256_file(path)
+    sha = weight_files.sha256_file(path)
     if not sha.startswith(WEIGHTS_SHA256_PREFIX):
       raise VggWeightsError(
           f'{path} has SHA-256 {sha}, which does not start with '
           f'{WEIGHTS_SHA256_PREFIX} as {WEIGHTS_FILENAME} ({WEIGHTS_URL}) '
           f'does. {hint}')
     return
-  source = (meta or {}).get(weights.NPZ_SOURCE_SHA256, '')
+  source = (meta or {}).get(weight_files.NPZ_SOURCE_SHA256, '')
   if not source.startswith(WEIGHTS_SHA256_PREFIX):
     raise VggWeightsError(
         f'{path} was not converted from {WEIGHTS_FILENAME} (it records '
         f'source SHA-256 {source or "none"}). Convert the .pth with `python '
-        f'-m oasis_jax.vgg_weights --input=FILE.pth --output=FILE.npz`. '
+        f'-m oasis_jax.pretrained.vgg_weights --input=FILE.pth --output=FILE.npz`. '
         f'{hint}')
-  content = weights.content_sha256(state)
-  if content != (meta or {}).get(weights.NPZ_CONTENT_SHA256):
+  content = weight_files.content_sha256(state)
+  if content != (meta or {}).get(weight_files.NPZ_CONTENT_SHA256):
     raise VggWeightsError(f'{path}: the arrays do not match the content hash '
                           'recorded at conversion (modified or corrupt file).')
 
@@ -108,9 +108,9 @@ def read_state_dict(path: str, *, verify_sha256: bool = True,
     VggWeightsError: wrong extension or not the expected weights.
   """
   kind = _require_file(path, setting)
-  state = weights.read_state_dict(path, what='the VGG-19 weights',
+  state = weight_files.read_state_dict(path, what='the VGG-19 weights',
                                   error=VggWeightsError)
-  state, meta = (weights.split_provenance(state) if kind == 'npz'
+  state, meta = (weight_files.split_provenance(state) if kind == 'npz'
                  else (state, None))
   state = {k: v for k, v in state.items() if k.startswith('features.')}
   if verify_sha256:
@@ -227,14 +227,14 @@ def convert_weights(src: str, dst: str, *, verify_sha256: bool = True) -> None:
     raise VggWeightsError(f'{dst}: the output must be an .npz.')
   state = read_state_dict(src, verify_sha256=verify_sha256, setting='--input')
   state_dict_to_params(state, src)  # Fails on a file of another network.
-  meta = weights.provenance(src, state)
+  meta = weight_files.provenance(src, state)
   os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
   with open(dst, 'wb') as f:
     np.savez(f, **state, **meta)
 
 
 def main(argv) -> None:
-  """`python -m oasis_jax.vgg_weights --input=A.pth --output=B.npz`."""
+  """`python -m oasis_jax.pretrained.vgg_weights --input=A.pth --output=B.npz`."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
   f = flags.FLAGS

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 import scipy.linalg
 
-from oasis_jax import inception
+from oasis_jax.evaluation import inception
 
 IMAGE_EXTENSIONS = ('.bmp', '.jpeg', '.jpg', '.pgm', '.png', '.ppm', '.tif',
                     '.tiff', '.webp')

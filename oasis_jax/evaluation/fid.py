@@ -17,12 +17,12 @@ from absl import logging
 import jax
 import numpy as np
 
-from oasis_jax import batching
-from oasis_jax import fid as fid_lib
-from oasis_jax import inception
-from oasis_jax import input_pipeline
-from oasis_jax import sharding
-from oasis_jax.evaluators import common
+from oasis_jax.runtime import batching
+from oasis_jax.evaluation import frechet as fid_lib
+from oasis_jax.evaluation import inception
+from oasis_jax.training import input_pipeline
+from oasis_jax.runtime import sharding
+from oasis_jax.evaluation import common
 
 FID_STATS_DIR = 'fid_stats'  # Under the workdir: cached real statistics.
 

@@ -36,17 +36,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from oasis_jax import batching
-from oasis_jax import checkpointing
-from oasis_jax import convert_torch
-from oasis_jax import ema_refresh
-from oasis_jax import geometry
-from oasis_jax import logging_utils
-from oasis_jax import noise as noise_lib
-from oasis_jax import palettes
-from oasis_jax import sharding
-from oasis_jax import steps
-from oasis_jax import train_state as train_state_lib
+from oasis_jax.runtime import batching
+from oasis_jax.training import checkpointing
+from oasis_jax.pretrained import oasis as oasis_weights
+from oasis_jax.training import ema_refresh
+from data_pipelines import geometry
+from oasis_jax.runtime import logging_utils
+from oasis_jax.inference import noise as noise_lib
+from data_pipelines import palettes
+from oasis_jax.runtime import sharding
+from oasis_jax.training import steps
+from oasis_jax.training import train_state as train_state_lib
 
 _DEFAULT_BATCH = 8  # Images per device call (rounded up to the devices).
 
@@ -149,7 +149,7 @@ class Synthesizer:
         self._mesh.devices.size)
     expected = jax.eval_shape(
         lambda: train_state_lib.init_variables(config, jax.random.PRNGKey(0)))
-    convert_torch.check_against(
+    oasis_weights.check_against(
         variables, {'params': expected[0][0], 'batch_stats': expected[0][1]},
         f'the generator variables of {source or "the Synthesizer"}')
     replicated = jax.sharding.NamedSharding(self._mesh,
@@ -208,7 +208,7 @@ class Synthesizer:
                        '.npz state_dict of the official code).')
     g_p, g_s = jax.eval_shape(lambda: train_state_lib.init_variables(
         config, jax.random.PRNGKey(0)))[0]
-    variables = convert_torch.convert_file(
+    variables = oasis_weights.convert_file(
         path, {'params': g_p, 'batch_stats': g_s})
     return cls(config, variables, source=f'official weights {path}', **kwargs)
 

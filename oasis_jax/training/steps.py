@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from oasis_jax import config_lib
-from oasis_jax import losses
+from oasis_jax.config import resolution
+from oasis_jax.training import losses
 from oasis_jax import models
-from oasis_jax import train_state as train_state_lib
+from oasis_jax.training import train_state as train_state_lib
 
 
 def preprocess_batch(batch) -> tuple[jax.Array, jax.Array]:
@@ -326,7 +326,7 @@ _CPU_SCHEDULERS = {
 
 def compiler_options(config) -> dict[str, Any]:
   """XLA options for jitting the training step (jax.jit(compiler_options=))."""
-  name = config_lib.resolve(config).perf.cpu_scheduler
+  name = resolution.resolve(config).perf.cpu_scheduler
   return dict(_CPU_SCHEDULERS[name])
 
 

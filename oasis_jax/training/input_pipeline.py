@@ -29,8 +29,8 @@ import jax
 
 import data_pipelines
 from data_pipelines import transforms
-from oasis_jax import cpu_workers
-from oasis_jax import geometry
+from oasis_jax.runtime import cpu_workers
+from data_pipelines import geometry
 
 _READ_THREADS = 2  # Batches prepared in parallel per process / worker.
 _PREFETCH_BATCHES = 2  # Batches buffered ahead per process / worker.

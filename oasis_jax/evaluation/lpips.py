@@ -24,7 +24,7 @@ IMAGENET1K_V1 weights of `torchvision.models.alexnet`, keys `features.*` and
 `classifier.*`) and lpips' `lpips/weights/v0.1/alex.pth` (keys
 `lin{i}.model.1.weight`). Assemble the file once, where torch is installed:
 
-  from oasis_jax import lpips
+  from oasis_jax.evaluation import lpips
   lpips.merge_weight_files('alexnet-owt-7be5be79.pth', 'alex.pth',
                            'lpips_alex.npz')
 
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oasis_jax import weights
+from oasis_jax.pretrained import weight_files
 
 CONFIG_KEY = 'config.eval.lpips_weights'
 SHIFT = (-.030, -.088, -.188)
@@ -127,7 +127,7 @@ def merge_weights(alexnet_state_dict: Mapping[str, Any],
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
-  return weights.read_state_dict(path, what='the LPIPS weights',
+  return weight_files.read_state_dict(path, what='the LPIPS weights',
                                  error=LpipsWeightsError)
 
 
@@ -139,7 +139,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         'or .pth with the AlexNet and lpips lin weights (see '
         'oasis_jax/lpips.py: merge_weight_files).')
   ext = os.path.splitext(path)[1].lower()
-  if ext not in weights.EXTENSIONS:
+  if ext not in weight_files.EXTENSIONS:
     raise LpipsWeightsError(f'{path}: LPIPS weights must be .npz or .pth.')
   state = {k: np.asarray(v, np.float32) for k, v in _read(path).items()}
   missing = [k for k in STATE_KEYS if k not in state]

@@ -19,7 +19,7 @@ A gradio page (`pip install -e ".[demo]"`) over a trained generator:
 From Python (a notebook cell; inline on Colab and Jupyter):
 
   from oasis_jax import demo
-  demo.launch(synth)                 # synth: an inference.Synthesizer
+  demo.launch(synth)                 # synth: an synthesis.Synthesizer
 
 The callbacks are the methods of `Demo`: plain functions of numpy arrays
 and strings, tested without a browser. Everything the demo asks of the
@@ -42,9 +42,9 @@ from PIL import Image
 import data_pipelines
 from data_pipelines import transforms
 from oasis_jax import generate as generate_lib
-from oasis_jax import inference
-from oasis_jax import logging_utils
-from oasis_jax import noise as noise_lib
+from oasis_jax.inference import synthesis
+from oasis_jax.runtime import logging_utils
+from oasis_jax.inference import noise as noise_lib
 
 try:
   import gradio as gr  # pylint: disable=g-import-not-at-top
@@ -93,17 +93,17 @@ class DemoError(ValueError):
 
 
 # --------------------------------------------------------------------------
-# Adapter: every call of the demo into inference.py and the label reader.
+# Adapter: every call of the demo into synthesis.py and the label reader.
 
 
 class ModelAdapter:
-  """What the demo needs of a generator, over an `inference.Synthesizer`.
+  """What the demo needs of a generator, over an `synthesis.Synthesizer`.
 
   Noise is always per pixel, [N, H, W, z_dim], so that sampling, local
   edits and interpolation run the same compiled program.
   """
 
-  def __init__(self, synth: inference.Synthesizer):
+  def __init__(self, synth: synthesis.Synthesizer):
     if synth.z_dim is None:
       raise DemoError('The demo needs a generator with 3D noise '
                       '(config.generator.use_3d_noise=True): without it '
@@ -169,11 +169,11 @@ class ModelAdapter:
 
 def load_synthesizer(checkpoint: Optional[str] = None,
                      workdir: Optional[str] = None,
-                     step: str = 'latest') -> inference.Synthesizer:
+                     step: str = 'latest') -> synthesis.Synthesizer:
   """The generator of an inference checkpoint or of a training workdir."""
   if checkpoint:
-    return inference.Synthesizer.from_checkpoint(checkpoint)
-  return inference.Synthesizer.from_workdir(workdir, step)
+    return synthesis.Synthesizer.from_checkpoint(checkpoint)
+  return synthesis.Synthesizer.from_workdir(workdir, step)
 
 
 # --------------------------------------------------------------------------
@@ -556,7 +556,7 @@ def build_app(synth_or_demo, *, title: str = 'OASIS demo',
   """The gradio page over a Synthesizer (or a ready `Demo`).
 
   Args:
-    synth_or_demo: an `inference.Synthesizer` or a `Demo`.
+    synth_or_demo: an `synthesis.Synthesizer` or a `Demo`.
     title: the page title.
     examples: example label maps (default: the bundled ones).
 
@@ -809,7 +809,3 @@ def main(argv: Sequence[str]) -> None:
   logging.info('%s', synth)
   launch(demo, server_name=f.host, server_port=f.port, share=f.share)
 
-
-if __name__ == '__main__':
-  define_flags()
-  app.run(main)

@@ -11,12 +11,12 @@ from typing import Any, Tuple
 import jax
 import numpy as np
 
-from oasis_jax import batching
-from oasis_jax import input_pipeline
-from oasis_jax import lpips
-from oasis_jax import metrics
-from oasis_jax import sharding
-from oasis_jax.evaluators import common
+from oasis_jax.runtime import batching
+from oasis_jax.training import input_pipeline
+from oasis_jax.evaluation import lpips
+from oasis_jax.evaluation import metrics
+from oasis_jax.runtime import sharding
+from oasis_jax.evaluation import common
 
 DIVERSITY_STREAM = 0xD17E  # Folded into config.seed: the diversity noise.
 # MS-SSIM's 5 scales with an 11-pixel window need 161 pixels per side;

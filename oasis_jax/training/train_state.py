@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from oasis_jax import geometry
+from data_pipelines import geometry
 from oasis_jax import models
 
 

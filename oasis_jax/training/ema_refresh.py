@@ -16,9 +16,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from oasis_jax import input_pipeline
-from oasis_jax import sharding
-from oasis_jax import steps
+from oasis_jax.training import input_pipeline
+from oasis_jax.runtime import sharding
+from oasis_jax.training import steps
 
 REFRESH_TAG = 0x2EF5E5  # Folded into the seed: noise of the EMA refresh.
 

@@ -9,7 +9,7 @@ Weights are never downloaded. They come from a file given by path:
 
 * pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (read with torch), or
 * an `.npz` holding the same state-dict keys, written by the converter:
-  `python -m oasis_jax.inception --input=A.pth --output=B.npz` (and back).
+  `python -m oasis_jax.evaluation.inception --input=A.pth --output=B.npz` (and back).
 
 Image layout is NHWC throughout. `make_feature_fn` returns the function the
 evaluation uses: images of any size (uint8 in [0, 255], or float in [-1, 1] as
@@ -28,7 +28,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from oasis_jax import weights
+from oasis_jax.pretrained import weight_files
 
 WEIGHTS_FILENAME = 'pt_inception-2015-12-05-6726825d.pth'
 WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/'
@@ -75,7 +75,7 @@ def missing_weights_message(path: str = '',
       f'{WEIGHTS_FILENAME} (SHA-256 {WEIGHTS_SHA256}), published at '
       f'{WEIGHTS_URL} . Nothing is downloaded at run time: download the file '
       f'once and set {setting} to its path (an .npz converted from it with '
-      '`python -m oasis_jax.inception --input=FILE.pth --output=FILE.npz` '
+      '`python -m oasis_jax.evaluation.inception --input=FILE.pth --output=FILE.npz` '
       f'works too, without torch), or turn FID off{off}.')
 
 
@@ -265,11 +265,11 @@ class FIDInceptionV3(nn.Module):
 
 def _read_npz(path: str) -> Tuple[dict[str, np.ndarray], dict[str, str]]:
   """Returns (state dict, provenance entries written by `convert_weights`)."""
-  return weights.split_provenance(_read(path))
+  return weight_files.split_provenance(_read(path))
 
 
 def _read(path: str) -> dict[str, np.ndarray]:
-  return weights.read_state_dict(path, what='the Inception weights',
+  return weight_files.read_state_dict(path, what='the Inception weights',
                                  error=InceptionWeightsError)
 
 
@@ -295,23 +295,23 @@ def _verify(path: str, kind: str, meta: Optional[Mapping[str, str]],
           '(verify_sha256=False; --noverify_inception_weights in '
           'oasis_jax.evaluate).')
   if kind == 'pth':
-    sha = weights.sha256_file(path)
+    sha = weight_files.sha256_file(path)
     if sha != WEIGHTS_SHA256:
       raise InceptionWeightsError(
           f'{path} has SHA-256 {sha}, not {WEIGHTS_SHA256} of '
           f'{WEIGHTS_FILENAME} ({WEIGHTS_URL}). {hint}')
     return
-  source = (meta or {}).get(weights.NPZ_SOURCE_SHA256)
+  source = (meta or {}).get(weight_files.NPZ_SOURCE_SHA256)
   if source != WEIGHTS_SHA256:
     recorded = (f'it records the source SHA-256 {source}' if source else
                 'it records no source')
     raise InceptionWeightsError(
         f'{path} was not converted from {WEIGHTS_FILENAME} '
         f'(SHA-256 {WEIGHTS_SHA256}): {recorded}. Convert the .pth with '
-        '`python -m oasis_jax.inception --input=FILE.pth --output=FILE.npz`. '
+        '`python -m oasis_jax.evaluation.inception --input=FILE.pth --output=FILE.npz`. '
         f'{hint}')
-  content = weights.content_sha256(state)
-  if content != meta.get(weights.NPZ_CONTENT_SHA256):
+  content = weight_files.content_sha256(state)
+  if content != meta.get(weight_files.NPZ_CONTENT_SHA256):
     raise InceptionWeightsError(
         f'{path}: the arrays do not match the content hash recorded at '
         'conversion (the file was modified or is corrupt).')
@@ -474,7 +474,7 @@ def convert_weights(src: str, dst: str, *, verify_sha256: bool = True) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
   if dst_kind == 'npz':
     with open(dst, 'wb') as f:
-      np.savez(f, **state, **weights.provenance(src, state))
+      np.savez(f, **state, **weight_files.provenance(src, state))
   else:
     import torch  # pylint: disable=g-import-not-at-top
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v))
@@ -686,7 +686,7 @@ def make_feature_fn(variables, mesh: Optional[jax.sharding.Mesh] = None,
 
 
 def main(argv: Sequence[str]) -> None:
-  """`python -m oasis_jax.inception --input=A.pth --output=B.npz` (or back)."""
+  """`python -m oasis_jax.evaluation.inception --input=A.pth --output=B.npz` (or back)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise ValueError(f'Unexpected arguments: {argv[1:]}')

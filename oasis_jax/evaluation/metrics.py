@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oasis_jax import inception
+from oasis_jax.evaluation import inception
 
 # ----------------------------------------------------------------------------
 # Confusion matrix and mIoU.

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from data_pipelines import label_maps
-from oasis_jax import palette_data
+from data_pipelines import palette_data
 
 # The data sets' colour tables live in palette_data.py.
 _CITYSCAPES = palette_data.CITYSCAPES

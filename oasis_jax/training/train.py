@@ -31,17 +31,17 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from oasis_jax import checkpointing
-from oasis_jax import config_lib
-from oasis_jax import ema_refresh
-from oasis_jax import host_memory
-from oasis_jax import input_pipeline
-from oasis_jax import logging_utils
-from oasis_jax import palettes
-from oasis_jax import sharding
-from oasis_jax import steps
-from oasis_jax import train_state as train_state_lib
-from oasis_jax import vgg_weights
+from oasis_jax.training import checkpointing
+from oasis_jax.config import resolution
+from oasis_jax.training import ema_refresh
+from oasis_jax.runtime import host_memory
+from oasis_jax.training import input_pipeline
+from oasis_jax.runtime import logging_utils
+from data_pipelines import palettes
+from oasis_jax.runtime import sharding
+from oasis_jax.training import steps
+from oasis_jax.training import train_state as train_state_lib
+from oasis_jax.pretrained import vgg_weights
 
 # The pure functions of one iteration, re-exported: train_step(state, batch,
 # rng, *, config) -> (state, metrics) folds state.step into rng.
@@ -71,7 +71,7 @@ def init_train_state(config, mesh: jax.sharding.Mesh) -> TrainState:
   rng = jax.random.PRNGKey(config.seed)
   init = jax.jit(functools.partial(create_train_state, config)).lower(rng)
   options = {}
-  if config_lib.resolve(config).perf.init_compile == 'unoptimized':
+  if resolution.resolve(config).perf.init_compile == 'unoptimized':
     options['xla_backend_optimization_level'] = 0
   state = sharding.put_replicated(jax.device_get(init.compile(options)(rng)),
                                  mesh)
@@ -282,7 +282,7 @@ def train_and_evaluate(config, workdir, *,
     checkpointing.CheckpointError: no checkpoint of the workdir restores.
     checkpointing.CheckpointSaveError: a checkpoint could not be written.
   """
-  config = config_lib.resolve(config)  # The platform's formulations.
+  config = resolution.resolve(config)  # The platform's formulations.
   with contextlib.ExitStack() as stack:
     if stop_request is None:
       stop_request = stack.enter_context(StopRequest())
@@ -299,7 +299,7 @@ def _train(config, workdir: epath.Path, evaluate_fn: Optional[EvaluateFn],
   mesh = sharding.make_mesh(num_devices)
   sharding.check_batch_size(config.train.batch_size, mesh)
   logging.info('Mesh: %d devices (%s), %d process(es); global batch %d, %d '
-               'per device.', mesh.devices.size, config_lib.platform(),
+               'per device.', mesh.devices.size, resolution.platform(),
                jax.process_count(), config.train.batch_size,
                config.train.batch_size // mesh.devices.size)
 

@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import data_pipelines
-from oasis_jax import batching
-from oasis_jax import input_pipeline
-from oasis_jax import metrics
+from oasis_jax.runtime import batching
+from oasis_jax.training import input_pipeline
+from oasis_jax.evaluation import metrics
 from oasis_jax import models
-from oasis_jax import sharding
-from oasis_jax.evaluators import common
+from oasis_jax.runtime import sharding
+from oasis_jax.evaluation import common
 
 
 def dontcare_id(config) -> Optional[int]:

@@ -11,11 +11,11 @@ from typing import Any, Iterator, Mapping
 import jax
 import jax.numpy as jnp
 
-from oasis_jax import batching
-from oasis_jax import input_pipeline
-from oasis_jax import noise
-from oasis_jax import sharding
-from oasis_jax import steps
+from oasis_jax.runtime import batching
+from oasis_jax.training import input_pipeline
+from oasis_jax.inference import noise
+from oasis_jax.runtime import sharding
+from oasis_jax.training import steps
 
 FID_NOISE_STREAM = 0xF1D  # Folded into config.seed: the FID noise.
 

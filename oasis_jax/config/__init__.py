@@ -1,0 +1,1 @@
+"""The run config: defaults read onto workdirs, 'auto' resolved once, validation, resume compatibility."""

@@ -1,1 +1,0 @@
-"""Evaluators of generators, one metric per module: fid, miou, diversity."""

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from oasis_jax.config import resolution
+from oasis_jax.kernels import n_plus_one
 from oasis_jax.training import losses
 from oasis_jax import models
 from oasis_jax.training import train_state as train_state_lib
@@ -89,9 +90,9 @@ def _apply_d(disc, params, stats, x, *, config, **kwargs):
 def _n_plus_one(d_out, d_params, label, *, real, weights, config):
   """N+1 loss of `_apply_d`'s output."""
   if not _fused_head(config):
-    return losses.n_plus_one_loss(d_out, label, real=real, weights=weights)
+    return n_plus_one.loss(d_out, label, real=real, weights=weights)
   head = d_params[_D_HEAD]
-  return losses.n_plus_one_loss_from_features(
+  return n_plus_one.loss_from_features(
       d_out, head['kernel'], head['bias'], label, real=real, weights=weights)
 
 
@@ -245,7 +246,7 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
     aux = {'fake': fake, 'd_fake': d_fake, 'd_real': d_real}
     if use_labelmix:
       if _fused_head(config):
-        lm = losses.labelmix_loss_from_features(
+        lm = n_plus_one.labelmix_from_features(
             mask, d_real, d_fake, outs[2], d_params[_D_HEAD]['kernel'])
       else:
         lm = losses.labelmix_loss(mask, d_real, d_fake, outs[2])

@@ -1,6 +1,6 @@
 """Benchmark of eval-mode generation (the EMA generator at inference).
 
-  python benchmarks/inference.py --config=configs/ade20k.py \
+  python -m benchmarks.inference --config=configs/ade20k.py \
       --config.data.image_size=64 --config.train.batch_size=1 \
       --config.generator.channels=16
 
@@ -11,16 +11,13 @@ peak_memory_mib (accelerator; CPU: peak RSS), flops_per_image and flop_per_s
 direct-conv equivalent) and peak_fraction.
 """
 
-import os
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import measure  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import common
+from benchmarks import measure
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config.',
                                           lock_config=True)

@@ -1,6 +1,6 @@
 """Cost of the class count: one training iteration at 183 vs 1204 classes.
 
-  python benchmarks/num_classes.py --config=configs/lvis.py \
+  python -m benchmarks.num_classes --config=configs/lvis.py \
       [--num_classes=183,1204] [--config.train.batch_size=32] [--memory_only]
 
 Runs `benchmarks/train_step.py`'s iteration (G step, D step, EMA; random
@@ -24,12 +24,11 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import common
 from oasis_jax.config import resolution
-from oasis_jax.runtime import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
-from oasis_jax.training import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
-from oasis_jax.training import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
+from oasis_jax.runtime import sharding
+from oasis_jax.training import steps
+from oasis_jax.training import train_state
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config.',
                                           lock_config=True)

@@ -1,6 +1,6 @@
 """Benchmark of one OASIS training iteration (G step, D step, EMA).
 
-  python benchmarks/train_step.py --config=configs/ade20k.py \
+  python -m benchmarks.train_step --config=configs/ade20k.py \
       --config.data.image_size=64 --config.train.batch_size=1 \
       --config.generator.channels=16 [--trace_dir=/tmp/trace]
 
@@ -16,16 +16,13 @@ platform), flop_per_s and peak_fraction (of the chip's data-sheet peak).
 Synthetic inputs (random image, random label map): no data set needed.
 """
 
-import os
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import measure  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import common
+from benchmarks import measure
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Model config.',
                                           lock_config=True)

@@ -3,7 +3,7 @@
 #
 #   scripts/launch.sh oasis_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
 #   scripts/launch.sh oasis_jax.generate --checkpoint=DIR --labels=DIR --out=DIR
-#   scripts/launch.sh benchmarks.train_step --size=64 --batch=2
+#   scripts/launch.sh benchmarks.train_step --config=configs/ade20k.py --config.data.image_size=64 --config.train.batch_size=2
 #
 # The first argument is a Python module (run as `python -m MODULE`), the rest are its arguments.
 # The library never changes its own process environment; everything below is set here, only

@@ -28,8 +28,8 @@ class ValidateTest(parameterized.TestCase):
        'positive integer'),
       ('eval', 'best_mode', 'lowest',
        "config.eval.best_mode='lowest': expected 'min' or 'max'"),
-      ('data', 'num_workers', -1, 'config.data.num_workers=-1: expected an '
-       'integer >= 0'),
+      ('data', 'num_workers', -2, 'config.data.num_workers=-2: expected an '
+       'integer >= 0, or -1 (one per core but one)'),
       ('optim', 'lr_g', 0.0, 'config.optim.lr_g=0.0: expected a positive '
        'number'),
   )

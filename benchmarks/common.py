@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from oasis_jax.training import train_state
+from data_pipelines import geometry
 
 # Dense peak FLOP/s per chip (one JAX device) by compute dtype, from the
 # vendors' data sheets, keyed by a substring of `device.device_kind`; the
@@ -145,7 +145,7 @@ def print_json(result: dict) -> None:
 
 def make_batch(config, seed=0):
   """A random uint8 image / label batch of config.train.batch_size."""
-  h, w = train_state.image_hw(config)
+  h, w = geometry.image_hw(config.data)
   b = config.train.batch_size
   rng = np.random.default_rng(seed)
   return {'image': rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8),

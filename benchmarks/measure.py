@@ -11,6 +11,7 @@ from typing import Optional
 
 import jax
 
+from data_pipelines import geometry
 from benchmarks import common
 from oasis_jax.config import resolution
 from oasis_jax.runtime import host_memory
@@ -95,8 +96,8 @@ def train(config, warmup: int, runs: int, donate: bool = True,
       median, times = common.time_compiled(run, warmup, runs)
   b = config.train.batch_size
   result = {
-      'benchmark': 'train_step', 'image_hw': list(train_state.image_hw(
-          config)), 'batch_size': b,
+      'benchmark': 'train_step',
+      'image_hw': list(geometry.image_hw(config.data)), 'batch_size': b,
       'generator_channels': config.generator.channels,
       'num_classes': config.data.num_classes,
       'compute_dtype': config.perf.compute_dtype,
@@ -148,7 +149,7 @@ def inference(config, warmup: int, runs: int,
       lambda: compiled(variables, label, z), warmup, max(runs, 1))
   result = {
       'benchmark': 'inference',
-      'image_hw': list(train_state.image_hw(config)), 'batch_size': b,
+      'image_hw': list(geometry.image_hw(config.data)), 'batch_size': b,
       'generator_channels': config.generator.channels,
       'num_classes': config.data.num_classes,
       'compute_dtype': config.perf.compute_dtype, 'perf': config.perf.to_dict(),

@@ -24,6 +24,7 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
+from data_pipelines import geometry
 from benchmarks import common
 from oasis_jax.config import resolution
 from oasis_jax.runtime import sharding
@@ -84,7 +85,7 @@ def measure(config, memory_only: bool, warmup: int, runs: int) -> dict:
       return metrics
 
     median, _ = common.time_compiled(run, warmup, runs)
-  h, w = train_state.image_hw(config)
+  h, w = geometry.image_hw(config.data)
   peak = _device_peak_mib()
   return {'num_classes': int(config.data.num_classes), 'image_hw': [h, w],
           'batch_size': int(config.train.batch_size),

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from data_pipelines import geometry
 from benchmarks import common
 from configs import tiny
 from oasis_jax.training import steps
@@ -30,7 +31,7 @@ def test_direct_conv_count_agrees_with_the_compiled_cpu_count():
   config = tiny.get_config()
   state = jax.eval_shape(functools.partial(
       train_state.create_train_state, config), jax.random.PRNGKey(0))
-  h, w = train_state.image_hw(config)
+  h, w = geometry.image_hw(config.data)
   b = config.train.batch_size
   batch = {'image': jax.ShapeDtypeStruct((b, h, w, 3), jnp.uint8),
            'label': jax.ShapeDtypeStruct((b, h, w), jnp.int32)}

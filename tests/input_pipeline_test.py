@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 import data_pipelines
+from data_pipelines import geometry
 from data_pipelines import cityscapes
 from data_pipelines import testing
 from data_pipelines import transforms
@@ -83,9 +84,9 @@ class InputPipelineTest(parameterized.TestCase):
 
   def test_image_hw(self):
     config = _config(self.root)
-    self.assertEqual(input_pipeline.image_hw(config), (16, 16))
+    self.assertEqual(geometry.image_hw(config.data), (16, 16))
     config.data.update(cityscapes.RECIPE)
-    self.assertEqual(input_pipeline.image_hw(config), (256, 512))
+    self.assertEqual(geometry.image_hw(config.data), (256, 512))
 
   def test_train_batches_shapes_and_dtypes(self):
     config = _config(self.root, batch_size=4)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import geometry
 from configs import default as default_lib
 from oasis_jax import models
 from oasis_jax.training import train_state
@@ -138,7 +139,7 @@ class GeneratorTest(parameterized.TestCase):
     out = jax.eval_shape(lambda v, l: gen.apply(v, l, jnp.zeros((2, 3)),
                                                 train=False), v, label)
     self.assertEqual(out.shape, (2, 64, 128, 3))
-    self.assertEqual(train_state.image_hw(c), (64, 128))
+    self.assertEqual(geometry.image_hw(c.data), (64, 128))
 
   def test_label_size_not_matching_aspect_is_an_error(self):
     with self.assertRaisesRegex(ValueError, 'aspect_ratio=1.0'):

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 import pytest
 
+from data_pipelines import geometry
 from configs import default as default_lib
 from oasis_jax.pretrained import oasis as oasis_weights
 from oasis_jax.training import losses
@@ -250,7 +251,7 @@ class TestNetworks:
   """Single forwards from the initial state."""
 
   def test_state_dict_keys_and_shapes_match_our_model(self, fx):
-    h, w = train_state_lib.image_hw(fx.config)
+    h, w = geometry.image_hw(fx.config.data)
     assert (h, w) == tuple(fx.meta['image_hw'])
     (g_p, g_s), (d_p, d_s) = jax.eval_shape(
         lambda: train_state_lib.init_variables(fx.config,

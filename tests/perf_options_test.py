@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import geometry
 from configs import tiny as tiny_lib
 from oasis_jax.config import resolution
 from oasis_jax.training import steps
@@ -21,7 +22,7 @@ def _config(**perf):
 
 
 def _batch(config):
-  h, w = train_state.image_hw(config)
+  h, w = geometry.image_hw(config.data)
   rng = np.random.default_rng(0)
   return {'image': rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8),
           'label': rng.integers(0, config.data.num_classes, (2, h, w),

@@ -17,10 +17,10 @@ from absl import logging
 import jax
 import numpy as np
 
+from data_pipelines import geometry
 from oasis_jax.runtime import batching
 from oasis_jax.evaluation import frechet as fid_lib
 from oasis_jax.evaluation import inception
-from oasis_jax.training import input_pipeline
 from oasis_jax.runtime import sharding
 from oasis_jax.evaluation import common
 
@@ -34,7 +34,7 @@ def fid_cache_key(config) -> str:
       kind='dataset', name=data.name, source=data.get('source', ''),
       root=os.path.abspath(data.root) if data.root else '',
       tfds_data_dir=data.get('tfds_data_dir', ''), split='val',
-      image_hw=list(input_pipeline.image_hw(config)),
+      image_hw=list(geometry.image_hw(config.data)),
       num_images=common.num_fid_images(config),
       weights=fid_lib.fingerprint_files([config.eval.inception_weights]))
   if data.name == 'synthetic':

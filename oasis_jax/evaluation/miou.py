@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import data_pipelines
+from data_pipelines import geometry
 from oasis_jax.runtime import batching
-from oasis_jax.training import input_pipeline
 from oasis_jax.evaluation import metrics
 from oasis_jax import models
 from oasis_jax.runtime import sharding
@@ -45,7 +45,7 @@ def segmentation_protocol(config) -> metrics.SegmentationProtocol:
   if dontcare is not None:
     table[dontcare] = metrics.IGNORE_ID
   return metrics.SegmentationProtocol(
-      config.data.name, n, tuple(input_pipeline.image_hw(config)), table)
+      config.data.name, n, tuple(geometry.image_hw(config.data)), table)
 
 
 def discriminator_segmentation(variables, image, *, config):

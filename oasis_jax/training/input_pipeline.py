@@ -36,12 +36,6 @@ _READ_THREADS = 2  # Batches prepared in parallel per process / worker.
 _PREFETCH_BATCHES = 2  # Batches buffered ahead per process / worker.
 _PARENT_POLL_S = 0.5  # How often a worker checks that its parent lives.
 
-
-def image_hw(config) -> tuple[int, int]:
-  """(H, W) of the network input (the rule of geometry.image_hw)."""
-  return geometry.image_hw(config.data)
-
-
 def num_examples(config, split: str) -> int:
   """Number of examples of `split` ('train' or 'val') of the data set."""
   return data_pipelines.num_examples(config.data, split)
@@ -137,8 +131,8 @@ def create_train_dataset(config, *, seed: Optional[int] = None,
   source = data_pipelines.make_source(config.data, 'train',
                                       allow_build=count == 1)
   augment = transforms.RandomCropAndFlip(
-      image_hw(config), _load_hw(config), flip=bool(config.data.random_flip),
-      seed=seed)
+      geometry.image_hw(config.data), _load_hw(config),
+      flip=bool(config.data.random_flip), seed=seed)
   dataset = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   # Local batches of b consecutive positions; process i takes batches i,
   # i + n, ...: rows [i * b, (i + 1) * b) of each global batch.
@@ -214,8 +208,8 @@ def create_eval_iterator(config, *, split: str = 'val',
   per_process = math.ceil(total / count)
   padded = math.ceil(per_process / batch) * batch
   dataset = grain.MapDataset.range(padded).map(
-      transforms.PaddedShardExample(source, image_hw(config), index, count,
-                                    total))
+      transforms.PaddedShardExample(source, geometry.image_hw(config.data),
+                                    index, count, total))
   return _to_iterator(dataset.batch(batch),
                       cpu_workers.resolve(config.data.num_workers))
 

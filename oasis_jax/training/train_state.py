@@ -36,12 +36,6 @@ class TrainState(struct.PyTreeNode):
   g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
   d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
-
-def image_hw(config) -> tuple[int, int]:
-  """(H, W) of the images (the rule of geometry.image_hw)."""
-  return geometry.image_hw(config.data)
-
-
 @functools.lru_cache(maxsize=None)
 def _adam(lr: float, b1: float, b2: float, eps: float):
   # One object per setting: the optimizers are static fields of TrainState,
@@ -59,7 +53,7 @@ def make_optimizers(config):
 def init_variables(config, rng: jax.Array):
   """Initial generator and discriminator variables (official init)."""
   g_rng, d_rng = jax.random.split(rng)
-  h, w = image_hw(config)
+  h, w = geometry.image_hw(config.data)
   label = jnp.zeros((1, h, w), jnp.int32)
   z = None
   if config.generator.use_3d_noise:

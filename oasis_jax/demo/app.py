@@ -56,7 +56,7 @@ class Demo:
         model.data_config, model.num_classes)
     if len(self.class_names) != model.num_classes:
       raise adapter.DemoError(f'{len(self.class_names)} class names for '
-                      f'{model.num_classes} classes.')
+                              f'{model.num_classes} classes.')
     self.out_dir = out_dir or tempfile.mkdtemp(prefix='oasis_demo_')
     self._downloads = 0
 
@@ -76,7 +76,7 @@ class Demo:
     """The example label map `name`: int32 [H, W]."""
     if name not in self.examples:
       raise adapter.DemoError(f'No example {name!r}; examples: '
-                      f'{sorted(self.examples)}.')
+                              f'{sorted(self.examples)}.')
     return self.examples[name].copy()
 
   def load_upload(self, path: Optional[str]) -> np.ndarray:
@@ -85,8 +85,9 @@ class Demo:
       raise adapter.DemoError('No file uploaded.')
     try:
       return self.model.read_label_file(path)
-    except adapter.DemoError as e:  # Named as the user knows it, not by its copy.
-      raise adapter.DemoError(str(e).replace(path, os.path.basename(path))) from None
+    except adapter.DemoError as e:  # Named as the user knows it, not its copy.
+      raise adapter.DemoError(
+          str(e).replace(path, os.path.basename(path))) from None
 
   def class_id(self, name: str) -> int:
     """The id of a class name of `class_names` ('id: name')."""
@@ -130,7 +131,8 @@ class Demo:
     """`num_samples` images of `label` ([H, W] ids) from `seed`."""
     num = int(num_samples)
     if not 1 <= num <= MAX_SAMPLES:
-      raise adapter.DemoError(f'Number of samples {num}; 1 to {MAX_SAMPLES}.')
+      raise adapter.DemoError(
+          f'Number of samples {num}; 1 to {MAX_SAMPLES}.')
     label = self.model.check_label(np.asarray(label), 'the label map')
     seed = int(seed)
     z = self.model.noise(seed, num)
@@ -151,17 +153,19 @@ class Demo:
     if mode == 'mask':
       mask = strokes.painted_mask(mask_value, hw)
       if not mask.any():
-        raise adapter.DemoError('Paint the region to resample on the region canvas '
-                        'first (or choose classes).')
+        raise adapter.DemoError('Paint the region to resample on the region '
+                                'canvas first (or choose classes).')
       return mask
     if mode != 'classes':
       raise adapter.DemoError(f"Region mode {mode!r}; 'mask' or 'classes'.")
     if not classes:
-      raise adapter.DemoError('Choose at least one class whose region to resample.')
+      raise adapter.DemoError(
+          'Choose at least one class whose region to resample.')
     ids = [self.class_id(c) for c in classes]
     mask = np.isin(samples.label, ids)
     if not mask.any():
-      raise adapter.DemoError(f'The label map has no pixels of {list(classes)}.')
+      raise adapter.DemoError(
+          f'The label map has no pixels of {list(classes)}.')
     return mask
 
   def resample(self, samples: Optional[Samples], mask: np.ndarray,

@@ -91,7 +91,8 @@ def apply_strokes(label: np.ndarray, editor_value: Optional[dict[str, Any]],
       order = np.argsort(-counts)[:5]
       listed = ', '.join(f'rgb{tuple(bad[i].tolist())}: {counts[i]} px'
                          for i in order)
-      raise adapter.DemoError(f'Painted colours that are no class of the model: '
-                      f'{listed}. Paint with the class colours of the brush.')
+      raise adapter.DemoError(
+          f'Painted colours that are no class of the model: {listed}. Paint '
+          'with the class colours of the brush.')
     label[painted] = ids
   return label

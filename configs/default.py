@@ -100,7 +100,7 @@ def get_config():
   # Check the weights are pytorch-fid's (SHA-256); False only for other
   # weights (tests): their FIDs are not comparable with published ones.
   ev.verify_inception_weights = True
-  # LPIPS (AlexNet, v0.1) weights, .npz or .pth (see oasis_jax/lpips.py);
+  # LPIPS (AlexNet, v0.1) weights, .npz or .pth (pretrained/lpips_weights.py);
   # set: checkpoint diversity also reports diversity_lpips. '': off.
   ev.lpips_weights = ''
   ev.num_fid_images = -1  # -1: the whole validation split.

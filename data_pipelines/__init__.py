@@ -6,8 +6,8 @@ decoded examples {'image': uint8 [h, w, 3], 'label': int32 [h, w] class ids,
 'ade20k', 'cityscapes', 'coco_stuff', 'folder', 'lvis') and either route:
 `config.data.source='folder'` reads the prepared tree directly,
 `config.data.source='tfds'` reads the array_record build of
-`data_pipelines.tfds_builders` with `tfds.data_source`. Both decode the same
-bytes with the same `core.ExampleDecoder`, so they give identical examples.
+`data_pipelines.tfds_builders` with `tfds.data_source` (the two sources are
+in sources.py; they give identical examples).
 LVIS reads label PNGs prepared once from its annotation files (or paints
 them on the fly); see `lvis.py`.
 """
@@ -15,14 +15,13 @@ them on the fly); see `lvis.py`.
 import os
 from typing import Optional
 
-import numpy as np
-
 from data_pipelines import ade20k
 from data_pipelines import cityscapes
 from data_pipelines import coco_stuff
 from data_pipelines import core
 from data_pipelines import folder
 from data_pipelines import lvis
+from data_pipelines import sources
 from data_pipelines import synthetic
 from data_pipelines import geometry
 
@@ -56,62 +55,6 @@ def get_dataset(data_config) -> core.FolderDataset:
 def _check_split(split: str) -> None:
   if split not in SPLITS:
     raise DataError(f'Unknown split {split!r}; expected one of {SPLITS}.')
-
-
-class FolderSource:
-  """Grain random-access source reading pairs straight from the folders."""
-
-  def __init__(self, pairs: list[core.Pair], decoder: core.ExampleDecoder):
-    self._pairs = [(p.image, p.label) for p in pairs]
-    self._decoder = decoder
-
-  def __len__(self) -> int:
-    return len(self._pairs)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = int(index) % len(self._pairs)
-    image_path, label_path = self._pairs[index]
-    image, label = self._decoder(core.read_bytes(image_path),
-                                 core.read_bytes(label_path), image_path,
-                                 label_path)
-    return {'image': image, 'label': label, 'index': np.int32(index)}
-
-  def __repr__(self) -> str:
-    return f'FolderSource({len(self._pairs)} pairs)'
-
-
-class TfdsSource:
-  """Grain random-access source decoding records of a TFDS array_record build.
-  """
-
-  def __init__(self, data_source, decoder: core.ExampleDecoder,
-               description: str = ''):
-    self._source = data_source
-    self._decoder = decoder
-    self._description = description
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = int(index) % len(self._source)
-    try:
-      record = self._source[index]
-    except Exception as e:  # pylint: disable=broad-except
-      raise DataError(f'{self._description}: cannot read record {index} '
-                      f'({type(e).__name__}: {e}).') from e
-    image_path = _text(record['image_file'])
-    label_path = _text(record['label_file'])
-    image, label = self._decoder(record['image_bytes'], record['label_bytes'],
-                                 image_path, label_path)
-    return {'image': image, 'label': label, 'index': np.int32(index)}
-
-  def __repr__(self) -> str:
-    return f'TfdsSource({self._description}, {len(self)} records)'
-
-
-def _text(value) -> str:
-  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
 def tfds_data_dir(data_config) -> str:
@@ -181,9 +124,10 @@ def make_source(data_config, split: str, *, allow_build: bool = True):
         int(data_config.dontcare_id), int(data_config.synthetic_seed), split)
   dataset = get_dataset(data_config)
   if data_config.name == lvis.NAME:
-    return lvis.make_source(dataset, split, allow_build, FolderSource)
+    return lvis.make_source(dataset, split, allow_build,
+                             sources.FolderSource)
   if data_config.source == 'folder':
-    return FolderSource(dataset.list_pairs(split), dataset.decoder)
+    return sources.FolderSource(dataset.list_pairs(split), dataset.decoder)
   if data_config.source != 'tfds':
     raise DataError(f"config.data.source={data_config.source!r}; expected "
                     "'folder' or 'tfds'.")
@@ -204,8 +148,8 @@ def make_source(data_config, split: str, *, allow_build: bool = True):
                             download=False)
   if not len(source):  # pylint: disable=g-explicit-length-test
     raise DataError(f'{builder.data_dir}: empty split {split!r}.')
-  return TfdsSource(source, dataset.decoder,
-                    f'{builder.data_dir} ({split})')
+  return sources.TfdsSource(source, dataset.decoder,
+                            f'{builder.data_dir} ({split})')
 
 
 def num_examples(data_config, split: str) -> int:

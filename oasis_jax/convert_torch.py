@@ -5,7 +5,7 @@
 
 checks the official ``.pth`` (or ``.npz``) files against the model the config
 describes and writes an inference checkpoint
-(``checkpointing.save_inference``); the key mapping is
+(``export_format.save_inference``); the key mapping is
 ``pretrained/oasis.py``.
 """
 
@@ -15,7 +15,7 @@ import jax
 from ml_collections import config_flags
 
 from oasis_jax.pretrained import oasis
-from oasis_jax.training import checkpointing
+from oasis_jax.inference import export_format
 from oasis_jax.training import train_state
 
 
@@ -44,7 +44,7 @@ def main(argv):
   config = _CONFIG.value
   converted = convert_official(config, f.generator, f.ema, f.discriminator)
   kind = 'ema' if 'ema' in converted else 'generator'
-  path = checkpointing.save_inference(
+  path = export_format.save_inference(
       f.out, config, converted[kind],
       discriminator=converted.get('discriminator'), generator_kind=kind,
       source=f'official weights: {f.ema or f.generator}')

@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from oasis_jax.inference import export_format
 from oasis_jax.training import checkpointing
 from oasis_jax.runtime import fatal
 from oasis_jax.inference import synthesis
@@ -53,7 +54,7 @@ def export(workdir: str, out_dir: str, *, step: Union[str, int] = 'latest',
     directory, found = checkpointing.find_checkpoint(workdir, info['step'])
     discriminator = checkpointing.restore_discriminator(directory, found,
                                                         config)
-  path = checkpointing.save_inference(
+  path = export_format.save_inference(
       out_dir, config, variables, discriminator=discriminator,
       generator_kind=info['kind'], source=info['source'])
   logging.info('Wrote %s: %s.', path, info['source'])

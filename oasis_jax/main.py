@@ -28,11 +28,11 @@ from oasis_jax.config import compat
 from oasis_jax.config import resolution
 from oasis_jax.config import validation
 from oasis_jax.runtime import fatal
-from oasis_jax.evaluation import inception
 from oasis_jax.runtime import logging_utils
 from oasis_jax import models
 from oasis_jax.runtime import sharding
 from oasis_jax.training import train
+from oasis_jax.pretrained import inception_weights
 from oasis_jax.pretrained import vgg_weights
 from oasis_jax.evaluation import fid as fid_evaluator
 
@@ -77,13 +77,14 @@ def create_evaluate_fn(config, workdir, mesh=None):
     mesh: the training mesh (default: all devices, as train_and_evaluate).
 
   Raises:
-    inception.MissingInceptionWeightsError: no such file (the message names
-      the file, where it is published and config.eval.inception_weights).
-    inception.InceptionWeightsError: not pytorch-fid's weights.
+    inception_weights.MissingInceptionWeightsError: no such file (the
+      message names the file, where it is published and
+      config.eval.inception_weights).
+    inception_weights.InceptionWeightsError: not pytorch-fid's weights.
   """
   if int(config.eval.fid_every_steps) <= 0:
     return None
-  inception.check_inception_weights(
+  inception_weights.check_inception_weights(
       config.eval.inception_weights,
       verify_sha256=config.eval.get('verify_inception_weights', True))
   mesh = sharding.make_mesh() if mesh is None else mesh

@@ -148,7 +148,7 @@ def _tree_equal(a, b) -> bool:
 
 
 class WorkdirReadingTest(parameterized.TestCase):
-  """find_checkpoint, the partial restores and the inference checkpoint."""
+  """find_checkpoint, the partial restores, the workdir's config."""
 
   @classmethod
   def setUpClass(cls):
@@ -188,24 +188,6 @@ class WorkdirReadingTest(parameterized.TestCase):
     self.assertTrue(_tree_equal(discriminator, {
         'params': state.discriminator.params,
         'batch_stats': state.discriminator.batch_stats}))
-
-  def test_inference_checkpoint_round_trip_and_bad_manifest(self):
-    out = os.path.join(self.create_tempdir().full_path, 'export')
-    self.assertFalse(checkpointing.is_inference_checkpoint(out))
-    path = checkpointing.save_inference(out, self.config, self.states[2].ema,
-                                        source='test')
-    self.assertTrue(checkpointing.is_inference_checkpoint(path))
-    config, variables, manifest = checkpointing.load_inference(path)
-    self.assertEqual(config.discriminator.channels,
-                     tuple(self.config.discriminator.channels))
-    self.assertTrue(_tree_equal(variables['generator'],
-                                dict(self.states[2].ema)))
-    self.assertEqual((manifest['generator'], manifest['source']),
-                     ('ema', 'test'))
-    with open(os.path.join(path, checkpointing.INFERENCE_MANIFEST), 'w') as f:
-      f.write('{"format": "oasis_jax.inference.synthesis", "version": 99}')
-    with self.assertRaisesRegex(ValueError, 'unsupported format'):
-      checkpointing.load_inference(path)
 
   def test_read_workdir_config_names_the_missing_file(self):
     empty = self.create_tempdir().full_path

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from configs import default as default_lib
-from oasis_jax.training import checkpointing
+from oasis_jax.inference import export_format
 from oasis_jax.pretrained import oasis as oasis_weights
 from oasis_jax.training import train_state
 
@@ -101,7 +101,7 @@ class ConvertCliTest(absltest.TestCase):
                          env=env, timeout=300)
     self.assertEqual(res.returncode, 0, res.stderr[-3000:])
     self.assertIn('generator: ema, with discriminator', res.stdout)
-    config, variables, manifest = checkpointing.load_inference(out)
+    config, variables, manifest = export_format.load_inference(out)
     self.assertEqual(manifest['generator'], 'ema')
     self.assertEqual(config.discriminator.channels, (8, 8, 16, 16, 32, 32))
     want = oasis_weights.torch_to_flax(

@@ -12,6 +12,7 @@ from PIL import Image
 
 import data_pipelines
 from data_pipelines import core
+from data_pipelines import sources
 from data_pipelines import synthetic
 from data_pipelines import testing
 from data_pipelines import transforms
@@ -188,7 +189,7 @@ class TfdsRouteTest(_TmpDirMixin, parameterized.TestCase):
     config.data.source = 'tfds'
     config.data.tfds_data_dir = os.path.join(self.tmpdir(), 'tfds')
     tfds_source = data_pipelines.make_source(config.data, 'train')
-    self.assertIsInstance(tfds_source, data_pipelines.TfdsSource)
+    self.assertIsInstance(tfds_source, sources.TfdsSource)
     self.assertLen(tfds_source, len(folder_source))
     for i in range(len(folder_source)):
       a, b = folder_source[i], tfds_source[i]

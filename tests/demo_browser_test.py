@@ -29,7 +29,7 @@ import pytest
 
 from configs import tiny64 as tiny64_lib
 from oasis_jax.inference import synthesis
-from oasis_jax.training import checkpointing
+from oasis_jax.inference import export_format
 from data_pipelines import palettes
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -191,7 +191,7 @@ class DemoBrowserTest(absltest.TestCase):
     pytest.importorskip('gradio')
     root = tempfile.mkdtemp(prefix='demo_browser_test_')
     self.addCleanup(shutil.rmtree, root, True)
-    checkpoint = checkpointing.save_inference(
+    checkpoint = export_format.save_inference(
         os.path.join(root, 'ckpt'), demo_config(),
         synthesis.random_variables(demo_config(), seed=3), source='tiny')
     label = _label()

@@ -1,4 +1,4 @@
-"""Tests of the demo's callbacks (oasis_jax/demo.py), without a browser."""
+"""Tests of the demo's callbacks (oasis_jax/demo/), without a browser."""
 
 import functools
 import os
@@ -14,7 +14,11 @@ from PIL import Image
 
 from configs import tiny as tiny_lib
 from configs import tiny64 as tiny64_lib
-from oasis_jax import demo as demo_lib
+from oasis_jax.demo import adapter
+from oasis_jax.demo import app
+from oasis_jax.demo import labels
+from oasis_jax.demo import layout
+from oasis_jax.demo import strokes
 from oasis_jax.inference import synthesis
 from data_pipelines import palettes
 
@@ -57,8 +61,8 @@ class DemoTest(parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.synth = _synth()
-    cls.model = demo_lib.ModelAdapter(cls.synth)
-    cls.demo = demo_lib.Demo(cls.model, out_dir=tempfile.mkdtemp())
+    cls.model = adapter.ModelAdapter(cls.synth)
+    cls.demo = app.Demo(cls.model, out_dir=tempfile.mkdtemp())
     cls.palette = cls.model.palette
 
   # ---- label maps ----------------------------------------------------------
@@ -87,7 +91,7 @@ class DemoTest(parameterized.TestCase):
   def test_unknown_painted_colour_is_a_clear_error(self):
     strokes = _layer((64, 64), np.s_[0:3, 0:4], (1, 2, 250))
     with self.assertRaisesRegex(
-        demo_lib.DemoError, r'no class of the model: rgb\(1, 2, 250\): 12 px'):
+        adapter.DemoError, r'no class of the model: rgb\(1, 2, 250\): 12 px'):
       self.demo.painted_label(_label(), {'layers': [strokes]})
 
   def test_strokes_of_another_canvas_size_are_resized(self):
@@ -100,10 +104,10 @@ class DemoTest(parameterized.TestCase):
     a = _layer((64, 64), np.s_[0:2, 0:2], (255, 255, 255))
     b = _layer((64, 64), np.s_[10, 10:13], (255, 255, 255), alpha=127)
     c = _layer((64, 64), np.s_[20, 20], (255, 255, 255), alpha=128)
-    mask = demo_lib.painted_mask({'layers': [a, b, c]}, (64, 64))
+    mask = strokes.painted_mask({'layers': [a, b, c]}, (64, 64))
     self.assertEqual(mask.sum(), 5)
     self.assertTrue(mask[0, 0] and mask[20, 20] and not mask[10, 10])
-    self.assertFalse(demo_lib.painted_mask(None, (64, 64)).any())
+    self.assertFalse(strokes.painted_mask(None, (64, 64)).any())
 
   def test_upload_reads_ids_and_palette_colours_alike(self):
     root = self.create_tempdir().full_path
@@ -125,7 +129,7 @@ class DemoTest(parameterized.TestCase):
     path = os.path.join(root, 'bad_colours.png')
     Image.fromarray(rgb).save(path)
     with self.assertRaisesRegex(
-        demo_lib.DemoError,
+        adapter.DemoError,
         r'^bad_colours.png: 1 colour\(s\) not in the palette of the model: '
         r'\(7, 200, 9\): 6 px'):
       self.demo.load_upload(path)
@@ -133,10 +137,10 @@ class DemoTest(parameterized.TestCase):
     ids[0, 0] = 9
     path = os.path.join(root, 'bad_ids.png')
     Image.fromarray(ids).save(path)
-    with self.assertRaisesRegex(demo_lib.DemoError,
+    with self.assertRaisesRegex(adapter.DemoError,
                                 r'bad_ids.png: class ids outside \[0, 6\)'):
       self.demo.load_upload(path)
-    with self.assertRaisesRegex(demo_lib.DemoError, 'No file uploaded'):
+    with self.assertRaisesRegex(adapter.DemoError, 'No file uploaded'):
       self.demo.load_upload(None)
 
   def test_examples_the_model_cannot_take_are_left_out(self):
@@ -144,15 +148,15 @@ class DemoTest(parameterized.TestCase):
     self.assertEqual(sorted(self.demo.examples),
                      ['landscape', 'room', 'street'])
     self.assertEqual(self.demo.load_example('room').shape, (64, 64))
-    four = demo_lib.ModelAdapter(_synth('tiny'))
-    self.assertEqual(demo_lib.bundled_examples(four), {})
-    self.assertEqual(demo_lib.Demo(four, out_dir='unused').first_label().shape,
+    four = adapter.ModelAdapter(_synth('tiny'))
+    self.assertEqual(labels.bundled_examples(four), {})
+    self.assertEqual(app.Demo(four, out_dir='unused').first_label().shape,
                      (32, 32))
-    with self.assertRaisesRegex(demo_lib.DemoError, "No example 'nope'"):
+    with self.assertRaisesRegex(adapter.DemoError, "No example 'nope'"):
       self.demo.load_example('nope')
 
   def test_validation_examples_of_the_data_set_at_the_model_size(self):
-    examples = demo_lib.validation_examples(self.model, num=2)
+    examples = labels.validation_examples(self.model, num=2)
     self.assertEqual(list(examples), ['validation 0', 'validation 1'])
     for label in examples.values():
       self.assertEqual(label.shape, (64, 64))
@@ -163,9 +167,9 @@ class DemoTest(parameterized.TestCase):
     config.data.name = 'ade20k'
     config.data.root = os.path.join(self.create_tempdir().full_path, 'no')
     config.data.num_classes = 151
-    absent = demo_lib.ModelAdapter(synthesis.Synthesizer(
+    absent = adapter.ModelAdapter(synthesis.Synthesizer(
         config, synthesis.random_variables(config), source='absent'))
-    self.assertEqual(demo_lib.validation_examples(absent), {})
+    self.assertEqual(labels.validation_examples(absent), {})
 
   def test_command_line_errors_are_one_line(self):
     missing = os.path.join(self.create_tempdir().full_path, 'missing')
@@ -173,20 +177,20 @@ class DemoTest(parameterized.TestCase):
         [sys.executable, '-m', 'oasis_jax.demo', f'--checkpoint={missing}'],
         cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
     self.assertEqual(result.returncode, 1)
-    expected = (r'^ERROR: the demo needs gradio' if demo_lib.gr is None else
+    expected = (r'^ERROR: the demo needs gradio' if layout.gr is None else
                 f'^ERROR: {missing} is not an oasis-jax inference checkpoint')
     self.assertRegex(result.stderr.strip().splitlines()[-1], expected)
 
   def test_class_names_from_the_data_set_a_file_or_ids(self):
-    names = demo_lib.class_names(ml_collections.ConfigDict(
+    names = labels.class_names(ml_collections.ConfigDict(
         {'name': 'cityscapes', 'dontcare_id': 0}), 35)
     self.assertEqual(names[7], '7: road')
     self.assertEqual(names[34], '34: license plate')
-    generic = demo_lib.class_names(self.synth.config.data, 3)
+    generic = labels.class_names(self.synth.config.data, 3)
     self.assertEqual(generic, ['0: unlabeled', '1: class 1', '2: class 2'])
     path = self.create_tempfile(content='sky\n\nsea\n').full_path
     self.assertEqual(
-        demo_lib.class_names(self.synth.config.data, 3, path),
+        labels.class_names(self.synth.config.data, 3, path),
         ['0: sky', '1: sea', '2: class 2'])
     self.assertEqual(self.demo.class_id('5: class 5'), 5)
     self.assertEqual(self.demo.class_colour('0: unlabeled'), '#000000')
@@ -197,9 +201,9 @@ class DemoTest(parameterized.TestCase):
     config.generator.use_3d_noise = False
     synth = synthesis.Synthesizer(
         config, synthesis.random_variables(config), source='no noise')
-    with self.assertRaisesRegex(demo_lib.DemoError, 'needs a generator with '
+    with self.assertRaisesRegex(adapter.DemoError, 'needs a generator with '
                                 '3D noise'):
-      demo_lib.ModelAdapter(synth)
+      adapter.ModelAdapter(synth)
 
   # ---- images ----------------------------------------------------------------
 
@@ -223,9 +227,9 @@ class DemoTest(parameterized.TestCase):
                               samples.images).mean(), 1.0)
 
   def test_generate_rejects_bad_counts_and_labels(self):
-    with self.assertRaisesRegex(demo_lib.DemoError, r'samples 9; 1 to 8'):
+    with self.assertRaisesRegex(adapter.DemoError, r'samples 9; 1 to 8'):
       self.demo.generate(_label(), 9, seed=0)
-    with self.assertRaisesRegex(demo_lib.DemoError, r'class ids \[7\]'):
+    with self.assertRaisesRegex(adapter.DemoError, r'class ids \[7\]'):
       self.demo.generate(np.full((64, 64), 7), 1, seed=0)
 
   def test_resample_changes_the_region_far_more_than_the_rest(self):
@@ -252,13 +256,13 @@ class DemoTest(parameterized.TestCase):
 
   def test_region_errors_are_clear(self):
     samples = self.demo.generate(_label(), 1, seed=1)
-    with self.assertRaisesRegex(demo_lib.DemoError, 'Paint the region'):
+    with self.assertRaisesRegex(adapter.DemoError, 'Paint the region'):
       self.demo.region(samples, 'mask', {'layers': []})
-    with self.assertRaisesRegex(demo_lib.DemoError, 'at least one class'):
+    with self.assertRaisesRegex(adapter.DemoError, 'at least one class'):
       self.demo.region(samples, 'classes', classes=[])
-    with self.assertRaisesRegex(demo_lib.DemoError, r'no pixels of'):
+    with self.assertRaisesRegex(adapter.DemoError, r'no pixels of'):
       self.demo.region(samples, 'classes', classes=['1: class 1'])
-    with self.assertRaisesRegex(demo_lib.DemoError, 'Generate images first'):
+    with self.assertRaisesRegex(adapter.DemoError, 'Generate images first'):
       self.demo.resample(None, np.ones((64, 64), bool), seed=1)
 
   def test_interpolation_runs_from_one_sample_to_the_other(self):
@@ -273,7 +277,7 @@ class DemoTest(parameterized.TestCase):
     self.assertLessEqual(np.abs(end.astype(int) - samples.images[2]).max(), 1)
     for image in (samples.images[0], samples.images[2]):
       self.assertGreater(np.abs(middle.astype(int) - image).mean(), 0.5)
-    with self.assertRaisesRegex(demo_lib.DemoError, 'choose from 1 to 3'):
+    with self.assertRaisesRegex(adapter.DemoError, 'choose from 1 to 3'):
       self.demo.interpolate(samples, 1, 4, 0.5)
 
   def test_downloads_hold_the_label_map_and_the_samples(self):
@@ -290,10 +294,10 @@ class DemoTest(parameterized.TestCase):
                      'seed7_edit1_sample1.png')
 
   def test_build_app_makes_a_page(self):
-    if demo_lib.gr is None:
+    if layout.gr is None:
       self.skipTest('gradio is not installed (pip install -e ".[demo]").')
-    page = demo_lib.build_app(self.demo)
-    self.assertIsInstance(page, demo_lib.gr.Blocks)
+    page = layout.build_app(self.demo)
+    self.assertIsInstance(page, layout.gr.Blocks)
     ids = {getattr(b, 'elem_id', None) for b in page.blocks.values()}
     self.assertContainsSubset(
         {'label_editor', 'label_upload', 'generate', 'samples', 'seed',

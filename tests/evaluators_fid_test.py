@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from configs import tiny
 from oasis_jax.training import checkpointing
 from oasis_jax.evaluation import inception
+from oasis_jax.pretrained import inception_weights
 from oasis_jax import main
 from oasis_jax.runtime import sharding
 from oasis_jax.training import train
@@ -165,10 +166,12 @@ class StartUpTest(parameterized.TestCase):
     missing = os.path.join(self.create_tempdir().full_path, 'nowhere.pth')
     config = fid_config(missing)
     workdir = self.create_tempdir().full_path
-    with self.assertRaises(inception.MissingInceptionWeightsError) as ctx:
+    with self.assertRaises(
+        inception_weights.MissingInceptionWeightsError) as ctx:
       main.create_evaluate_fn(config, workdir, sharding.make_mesh(1))
     message = str(ctx.exception)
-    for part in (missing, inception.WEIGHTS_FILENAME, inception.WEIGHTS_URL,
+    for part in (missing, inception_weights.WEIGHTS_FILENAME,
+                 inception_weights.WEIGHTS_URL,
                  'config.eval.inception_weights'):
       self.assertIn(part, message)
     self.assertEmpty(os.listdir(workdir))  # Nothing trained or written.
@@ -182,7 +185,7 @@ class StartUpTest(parameterized.TestCase):
   def test_unverified_fixture_weights_are_refused_when_verifying(self):
     config = fid_config(fixture_weights())
     config.eval.verify_inception_weights = True
-    with self.assertRaises(inception.InceptionWeightsError):
+    with self.assertRaises(inception_weights.InceptionWeightsError):
       main.create_evaluate_fn(config, self.create_tempdir().full_path,
                               sharding.make_mesh(1))
 

@@ -12,7 +12,7 @@ import numpy as np
 from configs import lvis as lvis_config
 from configs import tiny
 from data_pipelines import testing
-from oasis_jax.evaluation import metrics
+from oasis_jax.evaluation import segmentation
 from oasis_jax import models
 from oasis_jax.runtime import sharding
 from oasis_jax.evaluation import miou as miou_evaluator
@@ -25,7 +25,7 @@ class MiouTest(parameterized.TestCase):
     self.assertEqual(protocol.num_classes, 4)
     self.assertEqual(protocol.input_size, (32, 32))
     np.testing.assert_array_equal(protocol.map_labels([0, 1, 2, 3]),
-                                  [metrics.IGNORE_ID, 1, 2, 3])
+                                  [segmentation.IGNORE_ID, 1, 2, 3])
 
   def test_discriminator_segmentation_is_argmax_of_real_class_logits(self):
     logits = np.zeros((1, 1, 3, 5), np.float32)  # 4 classes + fake (0).
@@ -53,10 +53,10 @@ class MiouTest(parameterized.TestCase):
     config = lvis_config.get_config()
     config.data.root = root
     protocol = miou_evaluator.segmentation_protocol(config)  # Identity.
-    seg = metrics.confusion_matrix([1100, 1100, 1100, 1100, 2, 500],
-                                   [1100, 1100, 1100, 7, 2, 3], 1204)
+    seg = segmentation.confusion_matrix([1100, 1100, 1100, 1100, 2, 500],
+                                        [1100, 1100, 1100, 7, 2, 3], 1204)
     # rare 1100: 3 / 4; frequent 2: 1, 7: 0, 3: 0 -> 1 / 3; common 500: 0.
-    d = metrics.confusion_matrix([2, 900], [2, 900], 1204)
+    d = segmentation.confusion_matrix([2, 900], [2, 900], 1204)
     got = miou_evaluator.group_mious(config, protocol, seg, d, 0)
     self.assertAlmostEqual(got['miou_rare'], 0.75)
     self.assertAlmostEqual(got['miou_frequent'], 1 / 3)
@@ -75,7 +75,7 @@ class MiouTest(parameterized.TestCase):
     config = tiny.get_config()
     config.data.name, config.data.num_classes = 'ade20k', 151
     self.assertIs(miou_evaluator.segmentation_protocol(config),
-                  metrics.PROTOCOLS['ade20k'])
+                  segmentation.PROTOCOLS['ade20k'])
 
   def test_dontcare_id_is_the_configs(self):
     config = tiny.get_config()

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from configs import tiny64 as tiny64_lib
+from oasis_jax.inference import export_format
 from oasis_jax.training import checkpointing
 from oasis_jax.training import ema_refresh
 from oasis_jax import export
@@ -73,7 +74,7 @@ class ExportTest(parameterized.TestCase):
     super().tearDownClass()
 
   def test_export_holds_the_ema_with_refreshed_statistics(self):
-    config, variables, manifest = checkpointing.load_inference(self.exported)
+    config, variables, manifest = export_format.load_inference(self.exported)
     self.assertEqual(manifest['generator'], 'ema')
     self.assertIn(f'step {_STEP}', manifest['source'])
     self.assertIn('refreshed over 2 batches', manifest['source'])
@@ -122,7 +123,7 @@ class ExportTest(parameterized.TestCase):
         env=dict(os.environ, PYTHONPATH=_REPO), cwd=_REPO,
         capture_output=True, text=True, check=False)
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
-    _, variables, manifest = checkpointing.load_inference(out)
+    _, variables, manifest = export_format.load_inference(out)
     self.assertTrue(manifest['has_discriminator'])
     state = self.states[_BEST_STEP]
     self.assertTrue(_leaves_equal(variables['generator'], state.ema))

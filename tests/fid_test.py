@@ -16,7 +16,7 @@ import scipy.linalg
 
 from oasis_jax import evaluate
 from oasis_jax.evaluation import frechet
-from oasis_jax.evaluation import inception
+from oasis_jax.pretrained import inception_weights
 
 from inception_test import fixture_dir  # The pytorch-fid fixture's folder.
 
@@ -219,10 +219,11 @@ class FolderModeTest(absltest.TestCase):
     self.assertLen(os.listdir(cache), 1)  # The real statistics were cached.
 
   def test_missing_weights_names_the_flag(self):
-    with self.assertRaises(inception.MissingInceptionWeightsError) as ctx:
+    with self.assertRaises(
+        inception_weights.MissingInceptionWeightsError) as ctx:
       frechet.main(self.dirs['real'], self.dirs['fake'], '')
     self.assertIn('--inception_weights', str(ctx.exception))
-    self.assertIn(inception.WEIGHTS_URL, str(ctx.exception))
+    self.assertIn(inception_weights.WEIGHTS_URL, str(ctx.exception))
 
   def test_unknown_mode_is_a_usage_error(self):
     with self.assertRaises(evaluate.app.UsageError):

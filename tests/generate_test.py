@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from configs import tiny64 as tiny64_lib
-from oasis_jax.training import checkpointing
+from oasis_jax.inference import export_format
 from oasis_jax import generate
 from oasis_jax.inference import synthesis
 from data_pipelines import palette_data
@@ -39,7 +39,7 @@ def _label(seed: int, size: int = 64) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _checkpoint(root: str) -> str:
-  return checkpointing.save_inference(
+  return export_format.save_inference(
       os.path.join(root, 'ckpt'), tiny_config(),
       synthesis.random_variables(tiny_config(), seed=3), source='test')
 

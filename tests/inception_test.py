@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from oasis_jax.evaluation import inception
+from oasis_jax.pretrained import inception_weights
 from oasis_jax.pretrained import weight_files
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,41 +200,44 @@ class WeightsTest(parameterized.TestCase):
     npz = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.npz')
     back = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.pth')
     sha = weight_files.sha256_file(self.pth)
-    with mock.patch.object(inception, 'WEIGHTS_SHA256', sha):
-      inception.check_inception_weights(self.pth)
-      inception.convert_weights(self.pth, npz)
-      inception.check_inception_weights(npz)  # Source and content hashes.
+    with mock.patch.object(inception_weights, 'WEIGHTS_SHA256', sha):
+      inception_weights.check_inception_weights(self.pth)
+      inception_weights.convert_weights(self.pth, npz)
+      # Source and content hashes.
+      inception_weights.check_inception_weights(npz)
       variables = inception.load_inception_params(npz)
-      inception.convert_weights(npz, back)
-      with self.assertRaisesRegex(inception.InceptionWeightsError, 'SHA-256'):
-        inception.check_inception_weights(back)  # New bytes, new hash.
+      inception_weights.convert_weights(npz, back)
+      with self.assertRaisesRegex(inception_weights.InceptionWeightsError,
+                                  'SHA-256'):
+        inception_weights.check_inception_weights(back)  # New bytes, new hash.
     self.assertTreesEqual(variables, _variables())
     self.assertTreesEqual(
         inception.load_inception_params(back, verify_sha256=False),
         _variables())
     # The real hash is not this file's: verification refuses both.
     for path in (self.pth, npz):
-      with self.assertRaisesRegex(inception.InceptionWeightsError,
-                                  inception.WEIGHTS_SHA256):
+      with self.assertRaisesRegex(inception_weights.InceptionWeightsError,
+                                  inception_weights.WEIGHTS_SHA256):
         inception.load_inception_params(path)
 
   def test_modified_npz_fails_the_content_check(self):
     npz = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.npz')
     sha = weight_files.sha256_file(self.pth)
-    with mock.patch.object(inception, 'WEIGHTS_SHA256', sha):
-      inception.convert_weights(self.pth, npz)
+    with mock.patch.object(inception_weights, 'WEIGHTS_SHA256', sha):
+      inception_weights.convert_weights(self.pth, npz)
       with np.load(npz) as f:
         arrays = dict(f)
       arrays['Conv2d_1a_3x3.bn.bias'] = arrays['Conv2d_1a_3x3.bn.bias'] + 1
       np.savez(npz, **arrays)
-      with self.assertRaisesRegex(inception.InceptionWeightsError,
+      with self.assertRaisesRegex(inception_weights.InceptionWeightsError,
                                   'content hash'):
-        inception.check_inception_weights(npz)
+        inception_weights.check_inception_weights(npz)
 
   def test_converter_cli(self):
     npz = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'w.npz')
     result = subprocess.run(
-        [sys.executable, '-m', 'oasis_jax.evaluation.inception', f'--input={self.pth}',
+        [sys.executable, '-m',
+         'oasis_jax.pretrained.inception_weights', f'--input={self.pth}',
          f'--output={npz}', '--noverify_sha256'],
         cwd=_REPO, capture_output=True, text=True, check=False,
         env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
@@ -244,17 +248,18 @@ class WeightsTest(parameterized.TestCase):
 
   def test_fixture_npz_is_refused_when_verifying(self):
     path = os.path.join(fixture_dir(), 'weights_fp16.npz')
-    with self.assertRaisesRegex(inception.InceptionWeightsError,
+    with self.assertRaisesRegex(inception_weights.InceptionWeightsError,
                                 'not converted from'):
-      inception.check_inception_weights(path)
+      inception_weights.check_inception_weights(path)
 
   @parameterized.parameters('', 'no/such/pt_inception.pth')
   def test_missing_file_says_which_file_where_and_which_key(self, path):
-    with self.assertRaises(inception.MissingInceptionWeightsError) as ctx:
-      inception.check_inception_weights(path)
+    with self.assertRaises(
+        inception_weights.MissingInceptionWeightsError) as ctx:
+      inception_weights.check_inception_weights(path)
     message = str(ctx.exception)
-    self.assertIn(inception.WEIGHTS_FILENAME, message)
-    self.assertIn(inception.WEIGHTS_URL, message)
+    self.assertIn(inception_weights.WEIGHTS_FILENAME, message)
+    self.assertIn(inception_weights.WEIGHTS_URL, message)
     self.assertIn('config.eval.inception_weights', message)
     self.assertIn(path, message)
     with self.assertRaises(FileNotFoundError):
@@ -263,19 +268,20 @@ class WeightsTest(parameterized.TestCase):
   def test_wrong_extension_is_refused(self):
     path = os.path.join(tempfile.mkdtemp(dir=self.tmp.name), 'weight_files.bin')
     open(path, 'wb').close()
-    with self.assertRaisesRegex(inception.InceptionWeightsError, '.npz'):
-      inception.check_inception_weights(path)
+    with self.assertRaisesRegex(inception_weights.InceptionWeightsError,
+                                '.npz'):
+      inception_weights.check_inception_weights(path)
 
   def test_incomplete_state_dict_is_refused(self):
     state = dict(_fixture_state_dict())
     del state['Mixed_7c.branch_pool.conv.weight']
     state['extra.weight'] = np.zeros(3, np.float32)
-    with self.assertRaisesRegex(inception.InceptionWeightsError,
+    with self.assertRaisesRegex(inception_weights.InceptionWeightsError,
                                 'missing Mixed_7c.branch_pool.conv.weight'):
       inception.state_dict_to_variables(state)
     state = dict(_fixture_state_dict())
     state['extra.weight'] = np.zeros(3, np.float32)
-    with self.assertRaisesRegex(inception.InceptionWeightsError,
+    with self.assertRaisesRegex(inception_weights.InceptionWeightsError,
                                 'unexpected extra.weight'):
       inception.state_dict_to_variables(state)
 

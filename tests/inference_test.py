@@ -13,7 +13,7 @@ import pytest
 
 from configs import default as default_lib
 from configs import tiny64 as tiny64_lib
-from oasis_jax.training import checkpointing
+from oasis_jax.inference import export_format
 from oasis_jax import convert_torch
 from oasis_jax.pretrained import oasis as oasis_weights
 from oasis_jax.inference import synthesis
@@ -168,7 +168,7 @@ class SynthesizerTest(parameterized.TestCase):
       self.synth.resample_region(make_labels(), self.synth.noise(0, 3), 'sky')
 
   def test_inference_checkpoint_round_trip(self):
-    path = checkpointing.save_inference(
+    path = export_format.save_inference(
         self.create_tempdir().full_path + '/ckpt', tiny_config(),
         _variables(), source='unit test')
     loaded = synthesis.Synthesizer.load(path)
@@ -231,7 +231,7 @@ class OfficialWeightsTest(parameterized.TestCase):
       label, z = f['label_int'][:, 0].astype(np.int32), f['z']
     converted = convert_torch.convert_official(
         config, str(_PARITY / 'G_step.npz'), ema=str(_PARITY / 'EMA_step.npz'))
-    path = checkpointing.save_inference(
+    path = export_format.save_inference(
         self.create_tempdir().full_path + '/ckpt', config, converted['ema'])
     direct = synthesis.Synthesizer.from_official(
         config, ema=str(_PARITY / 'EMA_step.npz'))

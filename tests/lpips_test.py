@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 
 from oasis_jax.evaluation import lpips
+from oasis_jax.pretrained import lpips_weights
 from oasis_jax.runtime import sharding
 from oasis_jax.evaluation import diversity
 
@@ -25,7 +26,7 @@ def random_state(seed: int = 0) -> dict[str, np.ndarray]:
   """A state dict under the real key names, random weights (He-like)."""
   rng = np.random.default_rng(seed)
   state, in_ch = {}, 3
-  for k, (idx, ch, ksize, _, _) in enumerate(lpips.CONVS):
+  for k, (idx, ch, ksize, _, _) in enumerate(lpips_weights.CONVS):
     fan_in = in_ch * ksize * ksize
     state[f'features.{idx}.weight'] = (rng.standard_normal(
         (ch, in_ch, ksize, ksize)) * np.sqrt(2 / fan_in)).astype(np.float32)
@@ -46,7 +47,7 @@ def torch_reference(state, img0, img1) -> np.ndarray:
   def taps(img):
     x = (t(img).permute(0, 3, 1, 2) - shift) / scale
     out = []
-    for k, (idx, _, _, stride, pad) in enumerate(lpips.CONVS):
+    for k, (idx, _, _, stride, pad) in enumerate(lpips_weights.CONVS):
       if k in (1, 2):
         x = F.max_pool2d(x, kernel_size=3, stride=2)
       x = F.relu(F.conv2d(x, t(state[f'features.{idx}.weight']),
@@ -107,14 +108,14 @@ class LpipsTest(absltest.TestCase):
     alexnet = {k: v for k, v in self.state.items() if k.startswith('feat')}
     alexnet['classifier.1.weight'] = np.zeros((4, 4), np.float32)
     lins = {k: v for k, v in self.state.items() if k.startswith('lin')}
-    merged = lpips.merge_weights(alexnet, lins)
-    self.assertCountEqual(merged, lpips.STATE_KEYS)
-    with self.assertRaisesRegex(lpips.LpipsWeightsError, 'lin4'):
-      lpips.merge_weights(alexnet, {})
+    merged = lpips_weights.merge_weights(alexnet, lins)
+    self.assertCountEqual(merged, lpips_weights.STATE_KEYS)
+    with self.assertRaisesRegex(lpips_weights.LpipsWeightsError, 'lin4'):
+      lpips_weights.merge_weights(alexnet, {})
 
   def test_missing_file(self):
     path = os.path.join(self.tmp, 'nope.npz')
-    with self.assertRaisesRegex(lpips.MissingLpipsWeightsError,
+    with self.assertRaisesRegex(lpips_weights.MissingLpipsWeightsError,
                                 r"nope\.npz.*config\.eval\.lpips_weights"):
       lpips.load_lpips(path)
     with self.assertRaisesRegex(FileNotFoundError, 'lpips_weights'):
@@ -125,7 +126,7 @@ class LpipsTest(absltest.TestCase):
     bad['lin2.model.1.weight'] = np.zeros((1, 3, 1, 1), np.float32)
     path = os.path.join(self.tmp, 'bad.npz')
     np.savez(path, **bad)
-    with self.assertRaisesRegex(lpips.LpipsWeightsError, 'lin2'):
+    with self.assertRaisesRegex(lpips_weights.LpipsWeightsError, 'lin2'):
       lpips.load_lpips(path)
 
   def test_mean_pairwise(self):

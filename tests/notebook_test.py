@@ -15,7 +15,7 @@ from PIL import Image
 import pytest
 
 from configs import tiny64 as tiny64_lib
-from oasis_jax.training import checkpointing
+from oasis_jax.inference import export_format
 from oasis_jax.inference import synthesis
 
 nbclient = pytest.importorskip('nbclient', reason='pip install nbclient')
@@ -185,7 +185,7 @@ class NotebookTest(parameterized.TestCase):
   def test_notebook_runs_top_to_bottom_on_a_tiny_checkpoint(self):
     root = tempfile.mkdtemp(prefix='notebook_test_')
     self.addCleanup(shutil.rmtree, root, True)
-    checkpoint = checkpointing.save_inference(
+    checkpoint = export_format.save_inference(
         os.path.join(root, 'ckpt'), tiny_config(),
         synthesis.random_variables(tiny_config(), seed=1), source='tiny')
     notebook = nbformat.read(_NOTEBOOK, as_version=4)

@@ -1,4 +1,4 @@
-"""Tests of weight_files.py: the one .pth / .npz state-dict reader."""
+"""Tests of weight_files.py: the one reader and the one pinned-file check."""
 
 import os
 import sys
@@ -56,6 +56,44 @@ class WeightsTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, r'w\.bin: the LPIPS weights must '
                                 r'be a \.pth or an \.npz'):
       weight_files.read_state_dict(path, what='the LPIPS weights')
+
+  def _verify(self, path, kind, meta=None, state=None, *, sha256):
+    weight_files.verify_pinned(
+        path, kind, meta, state, sha256=sha256, filename='w.pth',
+        url='https://example.org/w.pth', converter='tool', hint='(hint)',
+        error=KeyError)
+
+  def test_pinned_pth_passes_by_digest_or_prefix_and_fails_otherwise(self):
+    path = os.path.join(self.create_tempdir().full_path, 'w.pth')
+    with open(path, 'wb') as f:
+      f.write(b'weights')
+    sha = weight_files.sha256_file(path)
+    self._verify(path, 'pth', sha256=sha)
+    self._verify(path, 'pth', sha256=sha[:8])
+    with self.assertRaisesRegex(KeyError, f'has SHA-256 {sha}, not 0+ of '
+                                r'w\.pth \(https://example.org/w.pth\)'):
+      self._verify(path, 'pth', sha256='0' * 64)
+    with self.assertRaisesRegex(KeyError, 'does not start with 0000'):
+      self._verify(path, 'pth', sha256='0000')
+
+  def test_pinned_npz_needs_the_recorded_source_and_unchanged_arrays(self):
+    state = {'a.weight': np.arange(3.0)}
+    meta = {weight_files.NPZ_SOURCE_SHA256: 'ab' * 32,
+            weight_files.NPZ_CONTENT_SHA256: weight_files.content_sha256(state)}
+    self._verify('w.npz', 'npz', meta, state, sha256='abab')
+    with self.assertRaisesRegex(KeyError, 'records no source.*python -m tool'):
+      self._verify('w.npz', 'npz', {}, state, sha256='abab')
+    with self.assertRaisesRegex(KeyError, 'records the source SHA-256 abab'):
+      self._verify('w.npz', 'npz', meta, state, sha256='cd')
+    with self.assertRaisesRegex(KeyError, 'do not match the content hash'):
+      self._verify('w.npz', 'npz', meta, {'a.weight': np.arange(4.0)},
+                   sha256='abab')
+
+  def test_file_kind_by_extension(self):
+    self.assertEqual(weight_files.file_kind('a/B.PTH', KeyError()), 'pth')
+    self.assertEqual(weight_files.file_kind('b.npz', KeyError()), 'npz')
+    with self.assertRaisesRegex(KeyError, 'no weights'):
+      weight_files.file_kind('c.bin', KeyError('no weights'))
 
 
 if __name__ == '__main__':

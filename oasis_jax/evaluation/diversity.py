@@ -14,7 +14,7 @@ import numpy as np
 from oasis_jax.runtime import batching
 from oasis_jax.training import input_pipeline
 from oasis_jax.evaluation import lpips
-from oasis_jax.evaluation import metrics
+from oasis_jax.evaluation import ms_ssim
 from oasis_jax.runtime import sharding
 from oasis_jax.evaluation import common
 
@@ -78,7 +78,7 @@ def diversity(config, mesh: jax.sharding.Mesh, variables: common.Variables,
   for per_map in images:
     if size != hw:
       per_map = _resize_nearest_images(per_map, *size)
-    values.append(metrics.mean_pairwise_ms_ssim(per_map))
+    values.append(ms_ssim.mean_pairwise_ms_ssim(per_map))
   result = {}
   lpips_weights = config.eval.get('lpips_weights', '')
   if lpips_weights:  # At the generated size; higher: more diverse.

@@ -287,7 +287,7 @@ def fid_from_folders(real_dir: str, fake_dir: str, inception_weights: str,
     batch_size: images per forward pass (rounded up to a multiple of the
       number of devices).
     verify_sha256: check the weights are pytorch-fid's (see
-      `inception.read_state_dict`).
+      `inception_weights.read_state_dict`).
     cache_dir: if set, the real folder's statistics are cached there, keyed
       by its files (names, sizes, mtimes), batch-independent settings and the
       weights file.

@@ -12,56 +12,26 @@ The Learned Perceptual Image Patch Similarity of the `lpips` package with
   (`lin`), spatial mean; LPIPS is the sum over the 5 taps.
 
 Layout is NHWC. Weights are never downloaded: they come from one file given by
-path (`config.eval.lpips_weights`), an `.npz` or a `.pth` (read with
-`torch.load(weights_only=True)`) holding one flat state dict:
-
-  features.{0,3,6,8,10}.weight  [O, I, kh, kw]  torchvision AlexNet convs
-  features.{0,3,6,8,10}.bias    [O]
-  lin{0..4}.model.1.weight      [1, C, 1, 1]    lpips' linear layers
-
-Both sources are public: torchvision's `alexnet-owt-7be5be79.pth` (the
-IMAGENET1K_V1 weights of `torchvision.models.alexnet`, keys `features.*` and
-`classifier.*`) and lpips' `lpips/weights/v0.1/alex.pth` (keys
-`lin{i}.model.1.weight`). Assemble the file once, where torch is installed:
-
-  from oasis_jax.evaluation import lpips
-  lpips.merge_weight_files('alexnet-owt-7be5be79.pth', 'alex.pth',
-                           'lpips_alex.npz')
+path (`config.eval.lpips_weights`; pretrained/lpips_weights.py says which
+keys it holds and how to assemble it from the published files).
 
 Usage: `metric = load_lpips(path)`; `metric(img0, img1)` -> [B] distances;
 `metric.mean_pairwise_lpips(images)` -> mean over all pairs (diversity of
 images generated from one label map; higher: more diverse).
 """
 
-import os
-from typing import Any, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oasis_jax.pretrained import weight_files
+from oasis_jax.pretrained import lpips_weights
 
-CONFIG_KEY = 'config.eval.lpips_weights'
 SHIFT = (-.030, -.088, -.188)
 SCALE = (.458, .448, .450)
 EPS = 1e-10
-# (torchvision `features` index, out channels, kernel, stride, padding).
-CONVS = ((0, 64, 11, 4, 2), (3, 192, 5, 1, 2), (6, 384, 3, 1, 1),
-         (8, 256, 3, 1, 1), (10, 256, 3, 1, 1))
-TRUNK_KEYS = tuple(f'features.{i}.{p}' for i, *_ in CONVS
-                   for p in ('weight', 'bias'))
-LIN_KEYS = tuple(f'lin{k}.model.1.weight' for k in range(len(CONVS)))
-STATE_KEYS = TRUNK_KEYS + LIN_KEYS
-
-
-class LpipsWeightsError(ValueError):
-  """The LPIPS weights file does not hold the expected state dict."""
-
-
-class MissingLpipsWeightsError(FileNotFoundError):
-  """The LPIPS weights file is not set or does not exist."""
 
 
 def _normalize(x):
@@ -74,7 +44,7 @@ class LpipsAlexNet(nn.Module):
   def features(self, x) -> list[jax.Array]:
     x = (x - jnp.asarray(SHIFT, x.dtype)) / jnp.asarray(SCALE, x.dtype)
     taps = []
-    for k, (_, ch, ksize, stride, pad) in enumerate(CONVS):
+    for k, (_, ch, ksize, stride, pad) in enumerate(lpips_weights.CONVS):
       if k in (1, 2):  # MaxPool2d(3, 2) before conv 1 and conv 2.
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='VALID')
       x = nn.Conv(ch, (ksize, ksize), strides=(stride, stride),
@@ -97,84 +67,17 @@ class LpipsAlexNet(nn.Module):
     return total
 
 
-def _to_numpy(value) -> np.ndarray:
-  if hasattr(value, 'detach'):  # A torch tensor.
-    value = value.detach().cpu().numpy()
-  return np.asarray(value, np.float32)
-
-
-def merge_weights(alexnet_state_dict: Mapping[str, Any],
-                  lpips_lin_state_dict: Mapping[str, Any]
-                  ) -> dict[str, np.ndarray]:
-  """The LPIPS state dict from torchvision AlexNet's and lpips' alex.pth.
-
-  Args:
-    alexnet_state_dict: torchvision `alexnet` state dict (`features.*`; the
-      `classifier.*` entries are dropped).
-    lpips_lin_state_dict: lpips' `weights/v0.1/alex.pth` (`lin{i}.model.1.*`).
-
-  Returns:
-    {key: float32 array} for every key of STATE_KEYS.
-  """
-  out = {}
-  for keys, src, name in ((TRUNK_KEYS, alexnet_state_dict, 'AlexNet'),
-                          (LIN_KEYS, lpips_lin_state_dict, 'lpips')):
-    missing = [k for k in keys if k not in src]
-    if missing:
-      raise LpipsWeightsError(f'The {name} state dict lacks {missing}.')
-    out.update({k: _to_numpy(src[k]) for k in keys})
-  return out
-
-
-def _read(path: str) -> dict[str, np.ndarray]:
-  return weight_files.read_state_dict(path, what='the LPIPS weights',
-                                 error=LpipsWeightsError)
-
-
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """The state dict in `path` (.npz or .pth), checked against STATE_KEYS."""
-  if not path or not os.path.isfile(path):
-    raise MissingLpipsWeightsError(
-        f'LPIPS weights file {path!r} not found. Set {CONFIG_KEY} to an .npz '
-        'or .pth with the AlexNet and lpips lin weights (see '
-        'oasis_jax/lpips.py: merge_weight_files).')
-  ext = os.path.splitext(path)[1].lower()
-  if ext not in weight_files.EXTENSIONS:
-    raise LpipsWeightsError(f'{path}: LPIPS weights must be .npz or .pth.')
-  state = {k: np.asarray(v, np.float32) for k, v in _read(path).items()}
-  missing = [k for k in STATE_KEYS if k not in state]
-  if missing:
-    raise LpipsWeightsError(f'{path} lacks the keys {missing}.')
-  in_ch = 3
-  for k, (idx, ch, ksize, _, _) in enumerate(CONVS):
-    expected = {f'features.{idx}.weight': (ch, in_ch, ksize, ksize),
-                f'features.{idx}.bias': (ch,),
-                LIN_KEYS[k]: (1, ch, 1, 1)}
-    for key, shape in expected.items():
-      if state[key].shape != shape:
-        raise LpipsWeightsError(f'{path}: {key} has shape '
-                                f'{state[key].shape}, expected {shape}.')
-    in_ch = ch
-  return state
-
-
-def merge_weight_files(alexnet_path: str, lpips_lin_path: str,
-                       output_path: str) -> None:
-  """Writes the LPIPS .npz from torchvision's and lpips' .pth files."""
-  merged = merge_weights(_read(alexnet_path), _read(lpips_lin_path))
-  np.savez(output_path, **merged)
-
-
 def state_dict_to_params(state: Mapping[str, np.ndarray]) -> dict:
   """Flax params of LpipsAlexNet from the (torch layout) state dict."""
   params = {}
-  for k, (idx, *_) in enumerate(CONVS):
+  for k, (idx, *_) in enumerate(lpips_weights.CONVS):
     params[f'conv{k}'] = {
         'kernel': jnp.asarray(
             np.transpose(state[f'features.{idx}.weight'], (2, 3, 1, 0))),
         'bias': jnp.asarray(state[f'features.{idx}.bias'])}
     params[f'lin{k}'] = {
-        'kernel': jnp.asarray(np.transpose(state[LIN_KEYS[k]], (2, 3, 1, 0)))}
+        'kernel': jnp.asarray(
+            np.transpose(state[lpips_weights.LIN_KEYS[k]], (2, 3, 1, 0)))}
   return {'params': params}
 
 
@@ -218,5 +121,5 @@ class LPIPS:
 
 def load_lpips(path: str) -> LPIPS:
   """The LPIPS metric with the weights in `path` (see the module doc)."""
-  return LPIPS(state_dict_to_params(read_state_dict(path)))
+  return LPIPS(state_dict_to_params(lpips_weights.read_state_dict(path)))
 

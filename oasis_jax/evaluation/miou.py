@@ -1,11 +1,11 @@
 """mIoU of generated images: an ONNX segmenter's and the discriminator's own.
 
 Both compare a segmentation of the generated images with the label maps they
-were generated from: the ONNX segmenter (`metrics.OnnxSegmenter`) under the
-data set's protocol (`metrics.PROTOCOLS`, or the identity on its classes),
-and the OASIS discriminator's own segmentation (argmax over its N real-class
-logits), a proxy that needs no external network. `config.data.dontcare_id`
-is ignored by both.
+were generated from: the ONNX segmenter (`segmentation.OnnxSegmenter`) under
+the data set's protocol (`segmentation.PROTOCOLS`, or the identity on its
+classes), and the OASIS discriminator's own segmentation (argmax over its N
+real-class logits), a proxy that needs no external network.
+`config.data.dontcare_id` is ignored by both.
 """
 
 import functools
@@ -19,7 +19,7 @@ import numpy as np
 import data_pipelines
 from data_pipelines import geometry
 from oasis_jax.runtime import batching
-from oasis_jax.evaluation import metrics
+from oasis_jax.evaluation import segmentation
 from oasis_jax import models
 from oasis_jax.runtime import sharding
 from oasis_jax.evaluation import common
@@ -31,20 +31,20 @@ def dontcare_id(config) -> Optional[int]:
   return d if 0 <= d < int(config.data.num_classes) else None
 
 
-def segmentation_protocol(config) -> metrics.SegmentationProtocol:
+def segmentation_protocol(config) -> segmentation.SegmentationProtocol:
   """The data set's mIoU protocol; identity on its classes if it has none.
 
   The identity protocol (e.g. 'synthetic', 'folder'): segmenter class c is
   data set class c, config.data.dontcare_id ignored, at the generated size.
   """
-  if config.data.name in metrics.PROTOCOLS:
-    return metrics.get_protocol(config.data.name)
+  if config.data.name in segmentation.PROTOCOLS:
+    return segmentation.get_protocol(config.data.name)
   n = int(config.data.num_classes)
   table = np.arange(n, dtype=np.int64)
   dontcare = dontcare_id(config)
   if dontcare is not None:
-    table[dontcare] = metrics.IGNORE_ID
-  return metrics.SegmentationProtocol(
+    table[dontcare] = segmentation.IGNORE_ID
+  return segmentation.SegmentationProtocol(
       config.data.name, n, tuple(geometry.image_hw(config.data)), table)
 
 
@@ -55,7 +55,7 @@ def discriminator_segmentation(variables, image, *, config):
   return jnp.argmax(logits[..., 1:], axis=-1).astype(jnp.int32)
 
 
-def group_mious(config, protocol: metrics.SegmentationProtocol,
+def group_mious(config, protocol: segmentation.SegmentationProtocol,
                 seg_conf: Optional[np.ndarray], d_conf: Optional[np.ndarray],
                 dontcare: Optional[int]) -> dict[str, float]:
   """mIoU per group of classes of the data set (LVIS: by frequency).
@@ -74,12 +74,13 @@ def group_mious(config, protocol: metrics.SegmentationProtocol,
     seg_groups = {name: [int(table[i]) for i in ids if 0 <= i < len(table)
                          and table[i] != protocol.ignore_index]
                   for name, ids in groups.items()}
-    for name, value in metrics.group_mean_iou(seg_conf, seg_groups).items():
+    seg_mious = segmentation.group_mean_iou(seg_conf, seg_groups)
+    for name, value in seg_mious.items():
       out[f'miou_{name}'] = value
   if d_conf is not None:
     d_groups = {name: [i for i in ids if i != dontcare]
                 for name, ids in groups.items()}
-    for name, value in metrics.group_mean_iou(d_conf, d_groups).items():
+    for name, value in segmentation.group_mean_iou(d_conf, d_groups).items():
       out[f'miou_discriminator_{name}'] = value
   return out
 
@@ -100,7 +101,7 @@ class MiouEvaluator:
     self._dontcare = dontcare_id(config)
     self._protocol = segmentation_protocol(config)
     self._segmenter_path = segmenter
-    self._onnx = metrics.OnnxSegmenter(segmenter) if segmenter else None
+    self._onnx = segmentation.OnnxSegmenter(segmenter) if segmenter else None
     self._segment = jax.jit(
         functools.partial(discriminator_segmentation, config=config),
         in_shardings=(sharding.replicated(mesh),
@@ -120,24 +121,24 @@ class MiouEvaluator:
     if self._discriminator is not None:
       preds = batching.to_host(self._segment(self._discriminator,
                                              images))[valid]
-      self._conf_d += metrics.confusion_matrix(
+      self._conf_d += segmentation.confusion_matrix(
           labels, preds, self._num_classes, ignore_index=self._dontcare)
     if self._onnx is not None:
-      self._conf_seg += metrics.segmentation_confusion(
+      self._conf_seg += segmentation.segmentation_confusion(
           self._onnx, batching.to_host(images)[valid], labels,
           self._protocol)
 
   def results(self) -> dict[str, Any]:
     """'miou_discriminator', and with a segmenter 'miou' and its protocol."""
     if self._discriminator is not None:
-      out = {'miou_discriminator': metrics.mean_iou(
+      out = {'miou_discriminator': segmentation.mean_iou(
           self._conf_d, ignore_index=self._dontcare)}
     else:
       out = {'miou_discriminator': None, 'miou_discriminator_note': (
           "not available: config.discriminator.kind='spade' (SPADE's "
           'PatchGAN does not segment); use an ONNX segmenter for mIoU')}
     if self._onnx is not None:
-      out['miou'] = metrics.mean_iou(self._conf_seg)
+      out['miou'] = segmentation.mean_iou(self._conf_seg)
       out['miou_segmenter'] = os.path.abspath(self._segmenter_path)
       out['miou_protocol'] = self._protocol.name
     out.update(group_mious(

@@ -16,7 +16,7 @@ import jax
 import ml_collections
 
 from oasis_jax.training import checkpointing
-from oasis_jax.evaluation import inception
+from oasis_jax.pretrained import inception_weights
 from oasis_jax.inference import synthesis
 from oasis_jax import models
 from oasis_jax.runtime import sharding
@@ -69,7 +69,7 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   mesh = sharding.make_mesh() if mesh is None else mesh
   weights = config.eval.inception_weights
   if weights:  # Fail before restoring anything.
-    inception.check_inception_weights(
+    inception_weights.check_inception_weights(
         weights, verify_sha256=config.eval.get('verify_inception_weights',
                                                True))
   spec = name if name in ('best', 'latest') else int(name)

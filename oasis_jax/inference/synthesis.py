@@ -16,8 +16,9 @@ stream=s)` is the scheme of noise.py: vector i depends on (seed, stream, i)
 only, not on n or on how the calls are batched.
 
 The pieces live below this module: the noise (noise.py), the padded batch
-runner (batching.py), checkpoint reading (checkpointing.py), the BN refresh
-of an EMA generator (ema_refresh.py), the image geometry (geometry.py).
+runner (batching.py), checkpoint reading (checkpointing.py, export_format.py),
+the BN refresh of an EMA generator (ema_refresh.py), the image geometry
+(geometry.py).
 
   synth = inference.Synthesizer.load('runs/ade20k_export')
   images = synth.generate(label, seed=0)            # [B, H, W, 3] in [-1, 1]
@@ -37,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from oasis_jax.runtime import batching
+from oasis_jax.inference import export_format
 from oasis_jax.training import checkpointing
 from oasis_jax.pretrained import oasis as oasis_weights
 from oasis_jax.training import ema_refresh
@@ -166,7 +168,7 @@ class Synthesizer:
   @classmethod
   def from_checkpoint(cls, path: str, **kwargs) -> 'Synthesizer':
     """From an inference checkpoint (export / convert_torch output)."""
-    config, variables, manifest = checkpointing.load_inference(path)
+    config, variables, manifest = export_format.load_inference(path)
     source = manifest.get('source') or path
     return cls(config, variables['generator'],
                source=f'{path} ({manifest.get("generator", "?")}: {source})',
@@ -215,7 +217,7 @@ class Synthesizer:
   @classmethod
   def load(cls, path: str, **kwargs) -> 'Synthesizer':
     """An inference checkpoint or a training workdir (its latest step)."""
-    if checkpointing.is_inference_checkpoint(path):
+    if export_format.is_inference_checkpoint(path):
       return cls.from_checkpoint(path, **kwargs)
     if os.path.isfile(os.path.join(path, 'config.json')):
       return cls.from_workdir(path, **kwargs)

@@ -59,11 +59,9 @@ def missing_weights_message(path: str = '', setting: str = CONFIG_KEY) -> str:
 def _require_file(path: str, setting: str) -> str:
   if not path or not os.path.isfile(path):
     raise MissingVggWeightsError(missing_weights_message(path, setting))
-  ext = os.path.splitext(path)[1].lower()
-  if ext not in ('.pth', '.npz'):
-    raise VggWeightsError(f'{path}: the VGG-19 weights must be a .pth '
-                          f'({WEIGHTS_FILENAME}) or an .npz of its keys.')
-  return ext[1:]
+  return weight_files.file_kind(path, VggWeightsError(
+      f'{path}: the VGG-19 weights must be a .pth ({WEIGHTS_FILENAME}) or an '
+      '.npz of its keys.'))
 
 
 def _verify(path: str, kind: str, meta: Optional[Mapping[str, str]],
@@ -71,25 +69,11 @@ def _verify(path: str, kind: str, meta: Optional[Mapping[str, str]],
   """Raises VggWeightsError unless the file is torchvision's VGG-19."""
   hint = ('Other weights (tests): config.loss.verify_vgg_weights=False '
           '(--noverify_sha256 for the converter).')
-  if kind == 'pth':
-    sha = weight_files.sha256_file(path)
-    if not sha.startswith(WEIGHTS_SHA256_PREFIX):
-      raise VggWeightsError(
-          f'{path} has SHA-256 {sha}, which does not start with '
-          f'{WEIGHTS_SHA256_PREFIX} as {WEIGHTS_FILENAME} ({WEIGHTS_URL}) '
-          f'does. {hint}')
-    return
-  source = (meta or {}).get(weight_files.NPZ_SOURCE_SHA256, '')
-  if not source.startswith(WEIGHTS_SHA256_PREFIX):
-    raise VggWeightsError(
-        f'{path} was not converted from {WEIGHTS_FILENAME} (it records '
-        f'source SHA-256 {source or "none"}). Convert the .pth with `python '
-        f'-m oasis_jax.pretrained.vgg_weights --input=FILE.pth --output=FILE.npz`. '
-        f'{hint}')
-  content = weight_files.content_sha256(state)
-  if content != (meta or {}).get(weight_files.NPZ_CONTENT_SHA256):
-    raise VggWeightsError(f'{path}: the arrays do not match the content hash '
-                          'recorded at conversion (modified or corrupt file).')
+  weight_files.verify_pinned(
+      path, kind, meta, state, sha256=WEIGHTS_SHA256_PREFIX,
+      filename=WEIGHTS_FILENAME, url=WEIGHTS_URL,
+      converter='oasis_jax.pretrained.vgg_weights', hint=hint,
+      error=VggWeightsError)
 
 
 def read_state_dict(path: str, *, verify_sha256: bool = True,

@@ -22,12 +22,10 @@ which keeps one checkpoint: the state with the best value of
 `config.eval.best_metric` (`config.eval.best_mode` 'min' or 'max') among the
 metrics passed to `save_best`.
 
-Reading runs for inference and evaluation (the last sections) also lives
+Reading runs for inference and evaluation (the last section) also lives
 here: finding a checkpoint of a workdir and restoring only the generator or
-the discriminator out of a saved TrainState, and the inference checkpoint
-(`DIR/oasis_inference.json`, `DIR/config.json`, `DIR/variables/`: a
-generator's variables and its config, written by ``python -m
-oasis_jax.export`` and ``python -m oasis_jax.convert_torch``).
+the discriminator out of a saved TrainState. The inference checkpoint (a
+generator's variables and its config) is inference/export_format.py.
 """
 
 import json
@@ -52,9 +50,6 @@ CHECKPOINT_DIR = 'checkpoints'
 DAMAGED_DIR = 'checkpoints_damaged'  # Checkpoints that failed to restore.
 FINGERPRINT_ITEM = 'fingerprint'
 BEST_CHECKPOINT_DIR = 'checkpoint_best'
-INFERENCE_FORMAT = 'oasis_jax.inference.synthesis'
-INFERENCE_VERSION = 1
-INFERENCE_MANIFEST = 'oasis_inference.json'
 
 
 def _absolute(workdir) -> epath.Path:
@@ -558,91 +553,3 @@ def restore_discriminator(directory: str, step: int, config) -> Any:
   target = {'discriminator': {'params': d.params,
                               'batch_stats': d.batch_stats}}
   return dict(restore_part(directory, step, target)['discriminator'])
-
-
-# ----------------------------------------------------------------------------
-# The inference checkpoint: a generator's variables and its config.
-#
-#   DIR/oasis_inference.json  {"format": "oasis_jax.inference.synthesis", "version": 1,
-#                              "generator": "ema" | "generator", "source": ...}
-#   DIR/config.json           the full ml_collections config of the model
-#   DIR/variables/            Orbax PyTree checkpoint:
-#                               {'generator': {'params', 'batch_stats'},
-#                                'discriminator': {...}  (optional)}
-# ----------------------------------------------------------------------------
-
-
-def save_inference(out_dir: str, config: ml_collections.ConfigDict,
-                   generator: Any, *, discriminator: Optional[Any] = None,
-                   generator_kind: str = 'ema', source: str = '') -> str:
-  """Writes an inference checkpoint; an existing one at out_dir is replaced
-  only once the new one is complete.
-
-  Args:
-    out_dir: the checkpoint directory.
-    config: the run configuration the variables belong to.
-    generator: {'params': ..., 'batch_stats': ...} of the generator.
-    discriminator: optional discriminator variables (for the D-based mIoU).
-    generator_kind: 'ema' or 'generator'.
-    source: free text recorded in the manifest (where the weights came from).
-
-  Returns:
-    The absolute path of the checkpoint.
-  """
-  out_dir = os.path.abspath(out_dir)
-  tmp = out_dir.rstrip('/') + '.tmp'
-  if os.path.exists(tmp):
-    shutil.rmtree(tmp)
-  os.makedirs(tmp)
-  to_numpy = lambda t: jax.tree.map(lambda x: np.asarray(jax.device_get(x)),
-                                    t)
-  tree = {'generator': to_numpy(generator)}
-  if discriminator is not None:
-    tree['discriminator'] = to_numpy(discriminator)
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.join(tmp, 'variables'), tree)
-  ckptr.wait_until_finished()
-  with open(os.path.join(tmp, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  with open(os.path.join(tmp, INFERENCE_MANIFEST), 'w') as f:
-    json.dump({'format': INFERENCE_FORMAT, 'version': INFERENCE_VERSION,
-               'generator': generator_kind, 'source': source,
-               'has_discriminator': discriminator is not None}, f, indent=2)
-  if os.path.exists(out_dir):
-    shutil.rmtree(out_dir)
-  os.replace(tmp, out_dir)
-  return out_dir
-
-
-def is_inference_checkpoint(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, INFERENCE_MANIFEST))
-
-
-def load_inference(path: str) -> tuple[ml_collections.ConfigDict,
-                                       dict[str, Any], dict[str, Any]]:
-  """Reads an inference checkpoint.
-
-  Returns:
-    (config, variables, manifest): variables = {'generator': ...,
-    ['discriminator': ...]} as numpy arrays.
-  """
-  path = os.path.abspath(path)
-  manifest_path = os.path.join(path, INFERENCE_MANIFEST)
-  if not os.path.isfile(manifest_path):
-    raise FileNotFoundError(
-        f'{path} is not an oasis-jax inference checkpoint (no '
-        f'{INFERENCE_MANIFEST}); write one with `python -m oasis_jax.export` '
-        'or `python -m oasis_jax.convert_torch`.')
-  with open(manifest_path) as f:
-    manifest = json.load(f)
-  if (manifest.get('format') != INFERENCE_FORMAT or
-      manifest.get('version') != INFERENCE_VERSION):
-    raise ValueError(f'{manifest_path}: unsupported format {manifest}; '
-                     f'expected {INFERENCE_FORMAT} version '
-                     f'{INFERENCE_VERSION}.')
-  with open(os.path.join(path, 'config.json')) as f:
-    config = config_from_json(f.read())
-  variables = ocp.StandardCheckpointer().restore(
-      os.path.join(path, 'variables'))
-  variables = jax.tree.map(np.asarray, variables)
-  return config, variables, manifest

@@ -46,8 +46,7 @@ _RUN = ('oasis_jax.main', 'data_pipelines.inspect', 'oasis_jax.export',
 _HELP = ('oasis_jax.evaluate', 'oasis_jax.convert_torch', 'oasis_jax.demo',
          'benchmarks.accelerator', 'benchmarks.train_step',
          'data_pipelines.prepare', 'oasis_jax.pretrained.vgg_weights',
-         'oasis_jax.pretrained.inception_weights',
-         'oasis_jax.evaluation.inception')
+         'oasis_jax.pretrained.inception_weights')
 # The README's test command: the suite this test is part of.
 _SELF = ('pytest',)
 # Fake data trees for the README's data folders, by config file.

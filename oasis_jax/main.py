@@ -32,6 +32,7 @@ from oasis_jax.evaluation import inception
 from oasis_jax.runtime import logging_utils
 from oasis_jax import models
 from oasis_jax.runtime import sharding
+from oasis_jax.training import actions
 from oasis_jax.training import train
 from oasis_jax.pretrained import vgg_weights
 from oasis_jax.evaluation import fid as fid_evaluator
@@ -101,7 +102,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
   logging_utils.quiet_library_logs()
-  with train.StopRequest() as stop:
+  with actions.StopRequest() as stop:
     initialize_distributed()
     validation.validate(_CONFIG.value)
     # 'auto' choices made concrete for this platform: what is printed and

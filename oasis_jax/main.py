@@ -10,6 +10,7 @@ the environment (or run under a cluster manager that jax.distributed detects,
 e.g. SLURM, with JAX_COORDINATOR_ADDRESS unset).
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -31,6 +32,8 @@ from oasis_jax.runtime import fatal
 from oasis_jax.runtime import logging_utils
 from oasis_jax import models
 from oasis_jax.runtime import sharding
+from oasis_jax.runtime import workdir_lock
+from oasis_jax.training import actions
 from oasis_jax.training import train
 from oasis_jax.pretrained import inception_weights
 from oasis_jax.pretrained import vgg_weights
@@ -96,13 +99,15 @@ def main(argv: Sequence[str]) -> None:
 
   SIGTERM / SIGINT are caught from here on: the run stops after the step in
   flight (or before its first step), its checkpoint written, exit status 0.
+  The workdir is locked (process 0) from before anything is written into it
+  until the end: a second run on it stops naming this one.
   Expected failures end in one `FATAL ...` line and exit status 1 (see
   fatal.py; --verbose adds the traceback).
   """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
   logging_utils.quiet_library_logs()
-  with train.StopRequest() as stop:
+  with actions.StopRequest() as stop, contextlib.ExitStack() as stack:
     initialize_distributed()
     validation.validate(_CONFIG.value)
     # 'auto' choices made concrete for this platform: what is printed and
@@ -113,6 +118,8 @@ def main(argv: Sequence[str]) -> None:
     if workdir.exists() and not workdir.is_dir():
       raise NotADirectoryError(f'--workdir={workdir} is a file; a folder '
                                'is expected.')
+    if jax.process_index() == 0:  # One run per workdir (workdir_lock.py).
+      stack.enter_context(workdir_lock.WorkdirLock(workdir))
     # Before anything is written into the workdir.
     compat.check_workdir(config, workdir)
     compilation_cache.enable(config.train.compilation_cache_dir)

@@ -17,7 +17,7 @@ from oasis_jax.training import checkpointing
 from oasis_jax.training import ema_refresh
 from oasis_jax import export
 from oasis_jax.inference import synthesis
-from oasis_jax.training import train
+from oasis_jax.training import train_state
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEP, _BEST_STEP = 4, 2
@@ -32,7 +32,7 @@ def _fake_state(config, seed: int):
   fill = lambda s: (rng.standard_normal(s.shape).astype(s.dtype)
                     if np.issubdtype(s.dtype, np.floating)
                     else np.zeros(s.shape, s.dtype))
-  state = jax.tree.map(fill, train.abstract_train_state(config))
+  state = jax.tree.map(fill, train_state.abstract_train_state(config))
   return state.replace(ema=synthesis.random_variables(config, seed=seed))
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from absl.testing import parameterized
 from PIL import Image
 
 from configs import tiny
+from oasis_jax.runtime import workdir_lock
 from oasis_jax.training import checkpointing
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,6 +148,21 @@ class MainTest(parameterized.TestCase):
     self.assertTrue(os.path.isdir(
         os.path.join(workdir, 'checkpoints_damaged', '5')))
 
+  def test_second_run_on_a_workdir_in_use_stops_naming_the_holder(self):
+    workdir = self.create_tempdir().full_path
+    with workdir_lock.WorkdirLock(workdir) as lock:  # A run in progress.
+      with open(lock.path) as f:
+        started = json.load(f)['started']
+      result = _run(workdir)
+    self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+    self.assertEqual(_fatal_lines(result.stderr), [
+        f'FATAL the workdir {workdir} is in use by another run (host '
+        f'{socket.gethostname()}, pid {os.getpid()}, started {started}; lock '
+        f'file {workdir}/.lock); stop that run first, or use another '
+        '--workdir.'])
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertEmpty(os.listdir(workdir))  # Nothing written by the second.
+
   def test_sigterm_writes_checkpoint_of_stop_step_and_run_resumes(self):
     # A relative --workdir, as in the README (Orbax needs absolute paths).
     cwd = self.create_tempdir().full_path
@@ -159,17 +176,20 @@ class MainTest(parameterized.TestCase):
                             stdout=subprocess.PIPE, text=True)
     watchdog = threading.Timer(_TIMEOUT_S, proc.kill)
     watchdog.start()
-    lines = []
+    lines, locked = [], None
     try:
       for line in proc.stderr:
         lines.append(line)
         if 'step 3/1000' in line:
+          locked = os.path.exists(
+              os.path.join(workdir, workdir_lock.LOCK_FILE))
           proc.send_signal(signal.SIGTERM)
       returncode = proc.wait()
     finally:
       watchdog.cancel()
     output = ''.join(lines)
     self.assertEqual(returncode, 0, output[-3000:])
+    self.assertTrue(locked)  # The workdir was held while training.
     # The resolved config, the layout and config.json.
     self.assertIn('Configuration:', output)
     self.assertIn('num_steps: 1000', output)
@@ -230,6 +250,8 @@ class MainTest(parameterized.TestCase):
       self.assertEqual(json.load(f)['train']['num_steps'], 1000)
     self.assertTrue(os.path.exists(
         os.path.join(workdir, 'samples', f'{end:08d}.png')))
+    # The workdir is free again: the lock file went with the run.
+    self.assertNotIn(workdir_lock.LOCK_FILE, os.listdir(workdir))
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from configs import tiny
 from oasis_jax.training import checkpointing
-from oasis_jax.training import train
+from oasis_jax.training import train_state
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _WORKER = os.path.join(_REPO, 'tests', 'multihost_worker.py')
@@ -128,7 +128,7 @@ def _losses(workdir: str) -> dict[str, list[float]]:
 
 def _final_state(workdir: str, config):
   """The step-_STEPS checkpoint, restored onto one local device."""
-  abstract = train.abstract_train_state(config)
+  abstract = train_state.abstract_train_state(config)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   manager = checkpointing.create_manager(workdir)
   state = checkpointing.restore(manager, _STEPS, abstract,

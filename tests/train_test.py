@@ -17,10 +17,12 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import tiny
+from oasis_jax.training import actions
 from oasis_jax.training import checkpointing
 from oasis_jax.training import input_pipeline
 from oasis_jax.runtime import sharding
 from oasis_jax.training import train
+from oasis_jax.training import train_state
 
 
 def _config(**train_overrides):
@@ -151,17 +153,6 @@ class NonFiniteLossTest(parameterized.TestCase):
     self.assertEqual(manager.all_steps(), [2])
 
 
-class CheckFiniteTest(parameterized.TestCase):
-
-  def test_message_says_when_no_checkpoint_is_kept(self):
-    pending = [(1, {'g/adv': jnp.float32(1.0)}),
-               (2, {'g/adv': jnp.float32(np.inf)})]
-    with self.assertRaisesRegex(
-        FloatingPointError, r"^Non-finite loss at step 2: \{'g/adv': inf\}\. "
-        r'Stopped; no checkpoint was written before it\.$'):
-      train._check_finite(pending, None)
-
-
 class _CountingSteps:
   """make_train_step's replacement: counts dispatches, checks none overlap.
 
@@ -219,7 +210,7 @@ class UnattendedTest(parameterized.TestCase):
     workdir = self.create_tempdir().full_path
     counter = _CountingSteps()
     started = []
-    with train.StopRequest() as stop:
+    with actions.StopRequest() as stop:
       os.kill(os.getpid(), signal.SIGTERM)  # E.g. during start-up.
       with absltest.mock.patch.object(train, 'make_train_step', counter):
         train.train_and_evaluate(_config(num_steps=50), workdir,
@@ -289,35 +280,11 @@ class UnattendedTest(parameterized.TestCase):
     self.assertLessEqual(counter.dispatched, 6)  # Found at the next check.
     self.assertEqual(os.listdir(folder), ['2'])  # No temporary folder.
     mesh = sharding.make_mesh(1)
-    abstract = train.abstract_train_state(_config())
+    abstract = train_state.abstract_train_state(_config())
     state, step = checkpointing.restore_newest_good(
         checkpointing.create_manager(workdir), abstract,
         sharding.state_sharding(mesh, abstract), lambda: None)
     self.assertEqual((step, int(state.step)), (2, 2))
-
-
-class StopRequestTest(parameterized.TestCase):
-
-  @parameterized.parameters(signal.SIGTERM, signal.SIGINT)
-  def test_signal_sets_the_flag_and_a_second_one_is_not_caught(self, sig):
-    calls = []
-
-    def before(signum, frame):
-      del frame
-      calls.append(signum)
-
-    original = signal.signal(sig, before)
-    try:
-      with train._StopRequest() as stop:
-        self.assertFalse(stop.should_stop(sync=False))
-        os.kill(os.getpid(), sig)
-        self.assertTrue(stop.should_stop(sync=False))
-        self.assertEqual(calls, [])
-        os.kill(os.getpid(), sig)  # A second signal: the handler from before.
-        self.assertEqual(calls, [sig])
-      self.assertIs(signal.getsignal(sig), before)
-    finally:
-      signal.signal(sig, original)
 
 
 class DevicesTest(parameterized.TestCase):
@@ -332,7 +299,7 @@ class DevicesTest(parameterized.TestCase):
     the second step's losses to 1e-3 relative.
     """
     config = _config()
-    abstract = train.abstract_train_state(config)
+    abstract = train_state.abstract_train_state(config)
     data_iter = input_pipeline.create_train_iterator(config)
     batches = [next(data_iter) for _ in range(2)]
     results = {}

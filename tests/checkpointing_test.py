@@ -207,12 +207,6 @@ class WorkdirReadingTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'unsupported format'):
       checkpointing.load_inference(path)
 
-  def test_read_workdir_config_names_the_missing_file(self):
-    empty = self.create_tempdir().full_path
-    with self.assertRaisesRegex(FileNotFoundError,
-                                'config.json is missing'):
-      checkpointing.read_workdir_config(empty)
-
 
 def _biggest_array_file(step_dir):
   files = glob.glob(os.path.join(step_dir, 'state', 'ocdbt.process_0', 'd',

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 
 from oasis_jax.training import checkpointing
+from oasis_jax.config import workdir as workdir_config
 from oasis_jax.evaluation import inception
 from oasis_jax.inference import synthesis
 from oasis_jax import models
@@ -65,7 +66,7 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   workdir = os.fspath(workdir)
   name = _checkpoint_name(checkpoint)
   if config is None:
-    config = checkpointing.read_workdir_config(workdir)
+    config = workdir_config.read(workdir)
   mesh = sharding.make_mesh() if mesh is None else mesh
   weights = config.eval.inception_weights
   if weights:  # Fail before restoring anything.

@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from oasis_jax.config import workdir as workdir_config
 from oasis_jax.runtime import fatal
 from oasis_jax.training import train_state as train_state_lib
 
@@ -457,28 +458,9 @@ def finish_saves(manager: ocp.CheckpointManager) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Reading a training workdir: its config, a checkpoint, one network of it.
+# Reading a training workdir: a checkpoint, one network of it. (Its config:
+# oasis_jax/config/workdir.py.)
 # ----------------------------------------------------------------------------
-
-
-def config_from_json(text: str) -> ml_collections.ConfigDict:
-  """A ConfigDict from config.json (lists of the schema become tuples)."""
-  raw = json.loads(text)
-  disc = raw.get('discriminator', {})
-  if 'channels' in disc:
-    disc['channels'] = tuple(disc['channels'])
-  return ml_collections.ConfigDict(raw)
-
-
-def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was started with (workdir/config.json)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f'{path} is missing: {workdir} is not a training workdir of '
-        '`python -m oasis_jax.main` (or pass the config explicitly).')
-  with open(path) as f:
-    return config_from_json(f.read())
 
 
 def _read_only_manager(directory: str) -> ocp.CheckpointManager:
@@ -602,7 +584,7 @@ def save_inference(out_dir: str, config: ml_collections.ConfigDict,
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(os.path.join(tmp, 'variables'), tree)
   ckptr.wait_until_finished()
-  with open(os.path.join(tmp, 'config.json'), 'w') as f:
+  with open(os.path.join(tmp, workdir_config.CONFIG_FILE), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   with open(os.path.join(tmp, INFERENCE_MANIFEST), 'w') as f:
     json.dump({'format': INFERENCE_FORMAT, 'version': INFERENCE_VERSION,
@@ -640,8 +622,7 @@ def load_inference(path: str) -> tuple[ml_collections.ConfigDict,
     raise ValueError(f'{manifest_path}: unsupported format {manifest}; '
                      f'expected {INFERENCE_FORMAT} version '
                      f'{INFERENCE_VERSION}.')
-  with open(os.path.join(path, 'config.json')) as f:
-    config = config_from_json(f.read())
+  config = workdir_config.read(path)  # Merged onto the defaults.
   variables = ocp.StandardCheckpointer().restore(
       os.path.join(path, 'variables'))
   variables = jax.tree.map(np.asarray, variables)

@@ -71,8 +71,7 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   weights = config.eval.inception_weights
   if weights:  # Fail before restoring anything.
     inception.check_inception_weights(
-        weights, verify_sha256=config.eval.get('verify_inception_weights',
-                                               True))
+        weights, verify_sha256=config.eval.verify_inception_weights)
   spec = name if name in ('best', 'latest') else int(name)
   directory, step = checkpointing.find_checkpoint(workdir, spec)
   _, gen_vars, info = synthesis.load_workdir_generator(workdir, spec,

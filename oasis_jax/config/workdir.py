@@ -77,7 +77,7 @@ def _merged_value(key: str, value: Any, default: Any) -> Any:
   return tuple(value) if isinstance(default, tuple) else value
 
 
-def merge(saved: Mapping[str, Any], base: ml_collections.ConfigDict,
+def _merge(saved: Mapping[str, Any], base: ml_collections.ConfigDict,
           prefix: str = '') -> ml_collections.ConfigDict:
   """Puts the values of `saved` (nested dicts) over `base`, in place.
 
@@ -100,7 +100,7 @@ def merge(saved: Mapping[str, Any], base: ml_collections.ConfigDict,
       elif isinstance(base[key], ml_collections.ConfigDict):
         if not isinstance(value, Mapping):
           raise ValueError(f'config.{name}={value!r}: expected a section')
-        merge(value, base[key], f'{name}.')
+        _merge(value, base[key], f'{name}.')
       else:
         base[key] = _merged_value(name, value, base[key])
   return base
@@ -128,7 +128,7 @@ def from_json(text: str, path: str = CONFIG_FILE
                        f'{type(saved).__name__}')
     data = saved.get('data')  # Optional: an old file may lack the section.
     name = data.get('name', '') if isinstance(data, dict) else ''
-    return merge(saved, defaults(name if isinstance(name, str) else ''))
+    return _merge(saved, defaults(name if isinstance(name, str) else ''))
   except ValueError as e:
     raise _damaged(path, e) from e
 

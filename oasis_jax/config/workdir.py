@@ -8,8 +8,8 @@ existed still reads as a full config: the missing key takes its default,
 which is what the code did before the key was added. Every value is checked
 against the type of its default; a file that is not JSON or holds a value of
 the wrong type is a `ConfigFileError` naming the file, the key and the value.
-Keys the defaults do not hold (a data set's own, or one an older version
-had) are kept as saved.
+Keys the defaults do not hold (one an older version had, or one of a newer
+version) are kept as saved.
 """
 
 import json

@@ -61,7 +61,7 @@ def train(config, warmup: int, runs: int, donate: bool = True,
                   out_shardings=repl)(jax.random.PRNGKey(config.seed))
   batch = jax.device_put(common.make_batch(config), data)
   rng = jax.device_put(jax.random.PRNGKey(1), repl)  # Not donated.
-  use_vgg = bool(config.loss.get('use_vgg', False))
+  use_vgg = bool(config.loss.use_vgg)
   vgg = None
   if use_vgg:  # The frozen VGG-19; random weights of its shapes if no file.
     vgg = (vgg_weights.load_for_config(config)[0] if config.loss.vgg_weights
@@ -101,7 +101,7 @@ def train(config, warmup: int, runs: int, donate: bool = True,
       'generator_channels': config.generator.channels,
       'num_classes': config.data.num_classes,
       'compute_dtype': config.perf.compute_dtype,
-      'discriminator': config.discriminator.get('kind', 'oasis'),
+      'discriminator': config.discriminator.kind,
       'vgg_loss': use_vgg,
       'perf': config.perf.to_dict(), 'donate': donate,
       'devices': jax.device_count(), 'platform': resolution.platform(),

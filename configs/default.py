@@ -9,7 +9,8 @@ def get_config():
   config.seed = 0
 
   config.data = data = ml_collections.ConfigDict()
-  # One of: 'synthetic', 'ade20k', 'cityscapes', 'coco_stuff', 'folder'.
+  # One of data_pipelines.DATASETS: 'synthetic', 'ade20k', 'cityscapes',
+  # 'coco_stuff', 'folder', 'lvis'.
   data.name = 'ade20k'
   data.root = ''  # Prepared data set folder (layouts: docs/labels.md).
   data.num_classes = 151  # semantic_nc: one-hot channels, don't-care included.
@@ -23,7 +24,8 @@ def get_config():
   data.source = 'folder'  # 'folder' (read the prepared tree) or 'tfds'.
   data.tfds_data_dir = ''  # Where the TFDS array_record build lives.
   # Grain worker processes (0: in the main process); -1: one per usable CPU
-  # core but one, at most 32, none on <= 2 cores (oasis_jax/cpu_workers.py).
+  # core but one, at most 32, none on <= 2 cores
+  # (oasis_jax/runtime/cpu_workers.py).
   # One core decodes ~140 ADE20K images/s at 256x256 (BENCHMARKS.md).
   data.num_workers = 0
   data.synthetic_num_examples = 512  # 'synthetic' only: examples per split.
@@ -84,18 +86,18 @@ def get_config():
   train.batch_size = 32  # Global batch, over all devices and hosts.
   train.num_steps = 200 * 20210 // 32  # 200 epochs of ADE20K's 20,210 images.
   train.log_every_steps = 100
-  train.sample_every_steps = 1000
+  train.sample_every_steps = 1000  # <= 0: at the end only.
   train.checkpoint_every_steps = 10000
-  train.keep_checkpoints = 3  # The last k checkpoints are kept.
+  train.keep_checkpoints = 3  # The last k checkpoints are kept; None: all.
   train.num_sample_images = 8  # Rows of the sample grids (val examples).
-  # JAX's persistent compilation cache (oasis_jax/compilation_cache.py): a
-  # restart reads the compiled step back. 'auto':
+  # JAX's persistent compilation cache (oasis_jax/runtime/
+  # compilation_cache.py): a restart reads the compiled step back. 'auto':
   # $XDG_CACHE_HOME/oasis_jax/jax_compilation_cache (default ~/.cache/...);
   # '': off; else a folder. JAX_COMPILATION_CACHE_DIR, when set, wins.
   train.compilation_cache_dir = 'auto'
 
   config.eval = ev = ml_collections.ConfigDict()
-  ev.fid_every_steps = 5000  # -1: no FID during training.
+  ev.fid_every_steps = 5000  # <= 0 (e.g. -1): no FID during training.
   ev.inception_weights = ''  # pt_inception-2015-12-05-6726825d.pth or .npz.
   # Check the weights are pytorch-fid's (SHA-256); False only for other
   # weights (tests): their FIDs are not comparable with published ones.
@@ -126,7 +128,7 @@ def get_config():
   # materialized one-hot, as officially), 'gather' (rows of the kernel read
   # by class id; scatter-add backward), 'gather_matmul' (one-hot matmul
   # backward, for TPUs), 'auto' (resolved per platform by
-  # oasis_jax/config_lib.py: gather on CPU, dense elsewhere).
+  # oasis_jax/config/resolution.py: gather on CPU, dense elsewhere).
   perf.label_conv = 'auto'
   # Convolutions: 'xla', 'cpu' (works around XLA:CPU's slow cases: a matmul
   # for small maps / wide inputs, kernel gradients in bands of rows for large

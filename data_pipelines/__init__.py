@@ -30,6 +30,7 @@ SPLITS = ('train', 'val')
 FOLDER_DATASETS = {m.NAME: m for m in (ade20k, cityscapes, coco_stuff, folder,
                                        lvis)}
 DATASETS = ('synthetic',) + tuple(FOLDER_DATASETS)
+SOURCES = ('folder', 'tfds')  # config.data.source: how the files are read.
 
 
 def get_dataset(data_config) -> core.FolderDataset:

@@ -103,6 +103,10 @@ class Annotations:
 
 
 def _setting(data_config, key: str):
+  # LVIS's own keys are not in configs/default.py: a data config made from
+  # another file (--config=configs/coco.py --config.data.name=lvis) lacks
+  # them. configs/lvis.py sets them, and a saved config.json is merged onto
+  # DEFAULTS (oasis_jax/config/workdir.py).
   return data_config.get(key, DEFAULTS[key])
 
 
@@ -667,7 +671,7 @@ def make_dataset(data_config) -> LvisDataset:
     DataError: config.data.source='tfds' (LVIS trains from prepared PNGs),
       or an unknown paint order.
   """
-  if data_config.get('source', 'folder') != 'folder':
+  if data_config.source != 'folder':
     raise core.DataError(f"config.data.source={data_config.source!r}: LVIS "
                          "reads its prepared label PNGs; set "
                          "config.data.source='folder'.")

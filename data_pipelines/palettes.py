@@ -89,7 +89,7 @@ def for_config(config) -> np.ndarray:
     [config.data.num_classes, 3] uint8.
   """
   data = config.data
-  if data.get('palette', ''):
+  if data.palette:
     return load_palette(data.palette, data.num_classes)
   make = PALETTES.get(data.name, generic_palette)
   return make(data.num_classes)

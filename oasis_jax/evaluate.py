@@ -22,7 +22,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from oasis_jax.training import checkpointing
+from oasis_jax.config import workdir as workdir_config
 from oasis_jax.runtime import compilation_cache
 from oasis_jax.evaluation import suite
 from oasis_jax.runtime import fatal
@@ -80,12 +80,12 @@ def _run_checkpoint() -> None:
                          '`python -m oasis_jax.evaluate --workdir=DIR`).')
   config = _flag('config')
   if config is None:
-    config = checkpointing.read_workdir_config(workdir)
-  with config.unlocked():  # config.json of older runs may lack a key.
-    if _INCEPTION_WEIGHTS.value:
-      config.eval.inception_weights = _INCEPTION_WEIGHTS.value
-    if flags.FLAGS['verify_inception_weights'].present:
-      config.eval.verify_inception_weights = _VERIFY_WEIGHTS.value
+    config = workdir_config.read(workdir)
+  # A read config.json is merged onto the defaults: it has every key.
+  if _INCEPTION_WEIGHTS.value:
+    config.eval.inception_weights = _INCEPTION_WEIGHTS.value
+  if flags.FLAGS['verify_inception_weights'].present:
+    config.eval.verify_inception_weights = _VERIFY_WEIGHTS.value
   results = suite.evaluate_checkpoint(
       workdir, _CHECKPOINT.value, config=config, segmenter=_SEGMENTER.value,
       num_diversity_maps=_NUM_DIVERSITY_MAPS.value,

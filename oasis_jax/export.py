@@ -23,6 +23,7 @@ import ml_collections
 
 from oasis_jax.inference import export_format
 from oasis_jax.training import checkpointing
+from oasis_jax.config import workdir as workdir_config
 from oasis_jax.runtime import fatal
 from oasis_jax.inference import synthesis
 from oasis_jax.runtime import logging_utils
@@ -83,7 +84,7 @@ def main(argv: Sequence[str]) -> None:
   if not f.workdir or not f.out:
     raise app.UsageError('--workdir and --out are required.')
   logging_utils.quiet_library_logs()
-  config = checkpointing.read_workdir_config(f.workdir)
+  config = workdir_config.read(f.workdir)
   if f.data_root:
     config.data.root = f.data_root
   refresh = f.refresh_batches if f.refresh_batches >= 0 else None

@@ -89,7 +89,7 @@ def create_evaluate_fn(config, workdir, mesh=None):
     return None
   inception_weights.check_inception_weights(
       config.eval.inception_weights,
-      verify_sha256=config.eval.get('verify_inception_weights', True))
+      verify_sha256=config.eval.verify_inception_weights)
   mesh = sharding.make_mesh() if mesh is None else mesh
   return fid_evaluator.make_fid_evaluator(config, mesh, workdir)
 

@@ -8,11 +8,12 @@ from absl.testing import parameterized
 
 from configs import tiny
 from oasis_jax.config import compat
+from oasis_jax.config import workdir as workdir_config
 
 
 def _workdir_with_config(test, config):
   workdir = test.create_tempdir().full_path
-  with open(os.path.join(workdir, compat.CONFIG_FILE), 'w') as f:
+  with open(os.path.join(workdir, workdir_config.CONFIG_FILE), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   return workdir
 
@@ -94,6 +95,29 @@ class CheckWorkdirTest(parameterized.TestCase):
     with self.assertRaisesRegex(compat.ConfigMismatchError,
                                 r"generator.extra_layers: '<absent>' -> 2"):
       compat.check_workdir(config, workdir)
+
+  def test_keys_an_old_run_lacks_compare_as_their_defaults(self):
+    config = tiny.get_config()
+    workdir = self.create_tempdir()
+    saved = json.loads(config.to_json_best_effort())
+    del saved['discriminator']['kind']  # A model key newer than the run.
+    del saved['perf']
+    workdir.create_file(workdir_config.CONFIG_FILE, content=json.dumps(saved))
+    compat.check_workdir(config, workdir.full_path)  # Resumes.
+    config.discriminator.kind = 'spade'
+    with self.assertRaisesRegex(compat.ConfigMismatchError,
+                                r"discriminator.kind: 'oasis' -> 'spade'"):
+      compat.check_workdir(config, workdir.full_path)
+
+  def test_wrong_type_in_config_json_is_an_error_naming_it(self):
+    workdir = self.create_tempdir()
+    workdir.create_file(workdir_config.CONFIG_FILE,
+                        content='{"train": {"batch_size": "4"}}')
+    with self.assertRaisesRegex(
+        compat.ConfigMismatchError,
+        r"config.json is not a readable config: "
+        r"config.train.batch_size='4': expected an integer"):
+      compat.check_workdir(tiny.get_config(), workdir.full_path)
 
   def test_new_workdir_passes(self):
     compat.check_workdir(

@@ -29,7 +29,14 @@ class ValidateTest(parameterized.TestCase):
       ('eval', 'best_mode', 'lowest',
        "config.eval.best_mode='lowest': expected 'min' or 'max'"),
       ('data', 'num_workers', -2, 'config.data.num_workers=-2: expected an '
-       'integer >= 0, or -1 (one per core but one)'),
+       'integer >= 0, or -1 (one per CPU core but one)'),
+      ('data', 'name', 'imagenet', "config.data.name='imagenet': expected one "
+       "of ('synthetic', 'ade20k', 'cityscapes', 'coco_stuff', 'folder', "
+       "'lvis')"),
+      ('data', 'source', 'http', "config.data.source='http': expected one of "
+       "('folder', 'tfds')"),
+      ('data', 'dontcare_id', -2, 'config.data.dontcare_id=-2: expected a '
+       'class id, or -1 (none)'),
       ('optim', 'lr_g', 0.0, 'config.optim.lr_g=0.0: expected a positive '
        'number'),
   )
@@ -41,6 +48,24 @@ class ValidateTest(parameterized.TestCase):
     with self.assertRaises(validation.ConfigError) as ctx:
       validation.validate(config)
     self.assertEqual(str(ctx.exception), message + '.')
+
+  @parameterized.parameters(
+      ('data', 'num_workers', -1),  # One worker per CPU core but one.
+      ('data', 'num_workers', 0),  # Read in the main process.
+      ('data', 'num_workers', 8),
+      ('data', 'dontcare_id', -1),  # No don't-care class.
+      ('data', 'source', 'tfds'),
+      ('data', 'name', 'lvis'),
+      ('train', 'keep_checkpoints', None),  # Keep all.
+      ('train', 'sample_every_steps', -1),  # At the end only.
+      ('eval', 'fid_every_steps', -1),  # No FID.
+      ('eval', 'num_fid_images', -1),  # The whole split.
+  )
+  def test_documented_values_are_valid(self, section, key, value):
+    config = tiny.get_config()
+    with config.unlocked():
+      config[section][key] = value
+    self.assertEqual(validation.find_errors(config), [])
 
   def test_every_error_is_reported_on_one_line(self):
     config = tiny.get_config()

@@ -17,7 +17,8 @@ from absl import logging
 from etils import epath
 import ml_collections
 
-CONFIG_FILE = 'config.json'
+from oasis_jax.config import workdir as workdir_config
+
 PREVIOUS_CONFIG_FILE = 'config.previous.json'
 
 MODEL = 'model'  # Fixed for the life of a workdir.
@@ -150,7 +151,8 @@ def check_workdir(config, workdir) -> None:
   """Stops on model changes against `workdir/config.json`; logs safe ones.
 
   Reads only: nothing is written. A workdir without config.json (a new run)
-  passes.
+  passes. The saved config is merged onto the defaults first, so a key that
+  an older run's file lacks compares as its default.
 
   Args:
     config: the resolved config of this run.
@@ -160,15 +162,14 @@ def check_workdir(config, workdir) -> None:
     ConfigMismatchError: names each changed model key, both values and the
       file.
   """
-  path = epath.Path(workdir) / CONFIG_FILE
+  path = epath.Path(workdir) / workdir_config.CONFIG_FILE
   if not path.is_file():
     return
   try:
-    old = json.loads(path.read_text())
+    old = workdir_config.read(workdir)
   except (OSError, ValueError) as e:
     raise ConfigMismatchError(
-        f'{path} is not a readable config ({e}); move it away to start '
-        'this workdir afresh.') from e
+        f'{e} Move it away to start this workdir afresh.') from e
   model, safe = compare(old, config)
   if model:
     raise ConfigMismatchError(
@@ -186,13 +187,13 @@ def write_workdir_config(config, workdir) -> None:
   The replaced file is kept as config.previous.json (one generation).
   """
   workdir = epath.Path(workdir)
-  path = workdir / CONFIG_FILE
+  path = workdir / workdir_config.CONFIG_FILE
   text = config.to_json_best_effort(indent=2)
   if path.is_file():
     old = path.read_text()
     if old == text:
       return
     (workdir / PREVIOUS_CONFIG_FILE).write_text(old)
-  tmp = workdir / (CONFIG_FILE + '.tmp')
+  tmp = workdir / (workdir_config.CONFIG_FILE + '.tmp')
   tmp.write_text(text)
   tmp.replace(path)

@@ -58,7 +58,7 @@ def resolve(config: ConfigDict) -> ConfigDict:
   resolved = type(config)(config.to_dict())
   perf = resolved.perf
   for key, choices in _CHOICES.items():
-    value = perf.get(key, 'auto' if key in defaults else 'float32')
+    value = perf[key]
     if value == 'auto' and key in defaults:
       value = defaults[key]
     if value not in choices:

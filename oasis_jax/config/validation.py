@@ -5,6 +5,9 @@ from typing import Any, Callable
 
 import ml_collections
 
+import data_pipelines
+from oasis_jax.runtime import cpu_workers
+
 
 class ConfigError(ValueError):
   """Bad config values; the message has one clause per key."""
@@ -23,13 +26,22 @@ def _is_number(value: Any) -> bool:
 # (another data set's or an older config) are skipped.
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     'seed': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
+    'data.name': (lambda v: v in data_pipelines.DATASETS,
+                  f'one of {data_pipelines.DATASETS}'),
+    'data.source': (lambda v: v in data_pipelines.SOURCES,
+                    f'one of {data_pipelines.SOURCES}'),
     'data.num_classes': (lambda v: _is_int(v) and v >= 2, 'an integer >= 2'),
     'data.image_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
     'data.load_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
     'data.aspect_ratio': (lambda v: _is_number(v) and v > 0,
                           'a positive number'),
-    'data.num_workers': (lambda v: _is_int(v) and v >= -1,
-                         'an integer >= 0, or -1 (one per core but one)'),
+    'data.dontcare_id': (lambda v: _is_int(v) and v >= -1,
+                         'a class id, or -1 (none)'),
+    'data.num_workers': (lambda v: _is_int(v) and v >= cpu_workers.AUTO,
+                         'an integer >= 0, or -1 (one per CPU core but '
+                         'one)'),
+    'data.synthetic_num_examples': (lambda v: _is_int(v) and v > 0,
+                                    'a positive integer'),
     'generator.channels': (lambda v: _is_int(v) and v > 0,
                            'a positive integer'),
     'generator.num_res_blocks': (lambda v: _is_int(v) and v > 0,

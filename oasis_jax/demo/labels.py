@@ -29,11 +29,11 @@ def class_names(data_config, num_classes: int,
   Returns:
     num_classes strings.
   """
-  names = class_names_lib.CLASS_NAMES.get(data_config.get('name', ''), ())
+  names = class_names_lib.CLASS_NAMES.get(data_config.name, ())
   if names_file:
     with open(names_file) as f:
       names = [line.strip() for line in f if line.strip()]
-  dontcare = int(data_config.get('dontcare_id', 0))
+  dontcare = int(data_config.dontcare_id)
   out = []
   for i in range(num_classes):
     if i < len(names):

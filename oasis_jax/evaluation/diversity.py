@@ -80,7 +80,7 @@ def diversity(config, mesh: jax.sharding.Mesh, variables: common.Variables,
       per_map = _resize_nearest_images(per_map, *size)
     values.append(ms_ssim.mean_pairwise_ms_ssim(per_map))
   result = {}
-  lpips_weights = config.eval.get('lpips_weights', '')
+  lpips_weights = config.eval.lpips_weights
   if lpips_weights:  # At the generated size; higher: more diverse.
     metric = lpips.load_lpips(lpips_weights)
     result['diversity_lpips'] = float(np.mean(

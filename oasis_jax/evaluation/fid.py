@@ -31,9 +31,9 @@ def fid_cache_key(config) -> str:
   """What the real validation statistics depend on (fid.make_cache_key)."""
   data = config.data
   parts = dict(
-      kind='dataset', name=data.name, source=data.get('source', ''),
+      kind='dataset', name=data.name, source=data.source,
       root=os.path.abspath(data.root) if data.root else '',
-      tfds_data_dir=data.get('tfds_data_dir', ''), split='val',
+      tfds_data_dir=data.tfds_data_dir, split='val',
       image_hw=list(geometry.image_hw(config.data)),
       num_images=common.num_fid_images(config),
       weights=fid_lib.fingerprint_files([config.eval.inception_weights]))
@@ -81,7 +81,7 @@ class FidEvaluator:
     if inception_variables is None:
       inception_variables = inception.load_inception_params(
           config.eval.inception_weights,
-          verify_sha256=config.eval.get('verify_inception_weights', True))
+          verify_sha256=config.eval.verify_inception_weights)
     self._features = inception.make_feature_fn(
         inception_variables, mesh=mesh, batch_size=self.batch_size)
     self._generate = common.make_generate_fn(config, mesh)

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 
 from oasis_jax.training import checkpointing
+from oasis_jax.config import workdir as workdir_config
 from oasis_jax.pretrained import inception_weights
 from oasis_jax.inference import synthesis
 from oasis_jax import models
@@ -65,13 +66,12 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   workdir = os.fspath(workdir)
   name = _checkpoint_name(checkpoint)
   if config is None:
-    config = checkpointing.read_workdir_config(workdir)
+    config = workdir_config.read(workdir)
   mesh = sharding.make_mesh() if mesh is None else mesh
   weights = config.eval.inception_weights
   if weights:  # Fail before restoring anything.
     inception_weights.check_inception_weights(
-        weights, verify_sha256=config.eval.get('verify_inception_weights',
-                                               True))
+        weights, verify_sha256=config.eval.verify_inception_weights)
   spec = name if name in ('best', 'latest') else int(name)
   directory, step = checkpointing.find_checkpoint(workdir, spec)
   _, gen_vars, info = synthesis.load_workdir_generator(workdir, spec,

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from oasis_jax.training import checkpointing
+from oasis_jax.config import workdir as workdir_config
 
 INFERENCE_FORMAT = 'oasis_jax.inference.synthesis'
 INFERENCE_VERSION = 1
@@ -61,7 +61,7 @@ def save_inference(out_dir: str, config: ml_collections.ConfigDict,
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(os.path.join(tmp, 'variables'), tree)
   ckptr.wait_until_finished()
-  with open(os.path.join(tmp, 'config.json'), 'w') as f:
+  with open(os.path.join(tmp, workdir_config.CONFIG_FILE), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
   with open(os.path.join(tmp, INFERENCE_MANIFEST), 'w') as f:
     json.dump({'format': INFERENCE_FORMAT, 'version': INFERENCE_VERSION,
@@ -99,8 +99,7 @@ def load_inference(path: str) -> tuple[ml_collections.ConfigDict,
     raise ValueError(f'{manifest_path}: unsupported format {manifest}; '
                      f'expected {INFERENCE_FORMAT} version '
                      f'{INFERENCE_VERSION}.')
-  with open(os.path.join(path, 'config.json')) as f:
-    config = checkpointing.config_from_json(f.read())
+  config = workdir_config.read(path)  # Merged onto the defaults.
   variables = ocp.StandardCheckpointer().restore(
       os.path.join(path, 'variables'))
   variables = jax.tree.map(np.asarray, variables)

@@ -40,6 +40,7 @@ import numpy as np
 from oasis_jax.runtime import batching
 from oasis_jax.inference import export_format
 from oasis_jax.training import checkpointing
+from oasis_jax.config import workdir as workdir_config
 from oasis_jax.pretrained import oasis as oasis_weights
 from oasis_jax.training import ema_refresh
 from data_pipelines import geometry
@@ -111,7 +112,7 @@ def load_workdir_generator(workdir: str, step: Union[str, int] = 'latest', *,
     'kind', 'refresh_batches', 'source').
   """
   if config is None:
-    config = checkpointing.read_workdir_config(workdir)
+    config = workdir_config.read(workdir)
   directory, found = checkpointing.find_checkpoint(workdir, step)
   variables, kind = checkpointing.restore_generator(directory, found, config)
   if kind != 'ema':
@@ -219,7 +220,7 @@ class Synthesizer:
     """An inference checkpoint or a training workdir (its latest step)."""
     if export_format.is_inference_checkpoint(path):
       return cls.from_checkpoint(path, **kwargs)
-    if os.path.isfile(os.path.join(path, 'config.json')):
+    if os.path.isfile(os.path.join(path, workdir_config.CONFIG_FILE)):
       return cls.from_workdir(path, **kwargs)
     raise FileNotFoundError(
         f'{path} is neither an inference checkpoint nor a training workdir '

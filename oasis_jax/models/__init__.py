@@ -34,10 +34,10 @@ _LABEL_CONVS = {
 
 def _resolved_perf(config):
   perf = config.perf
-  if any(perf.get(k, 'auto') == 'auto'
+  if any(perf[k] == 'auto'
          for k in ('conv_impl', 'label_conv')):
     perf = resolution.resolve(config).perf
-  if perf.get('compute_dtype', 'float32') not in _DTYPES:
+  if perf.compute_dtype not in _DTYPES:
     raise ValueError(f'config.perf.compute_dtype must be one of '
                      f"{sorted(_DTYPES)}, got {perf.compute_dtype!r}.")
   if perf.conv_impl not in resolution.CONV_IMPLS:
@@ -62,7 +62,7 @@ def formulations(config) -> model_config.Formulations:
 
 def compute_dtype(config):
   """The activation dtype of config.perf.compute_dtype."""
-  return _DTYPES[_resolved_perf(config).get('compute_dtype', 'float32')]
+  return _DTYPES[_resolved_perf(config).compute_dtype]
 
 
 def generator_config(config) -> model_config.GeneratorConfig:
@@ -77,7 +77,7 @@ def generator_config(config) -> model_config.GeneratorConfig:
       spade_hidden=g.spade_hidden, use_3d_noise=g.use_3d_noise,
       use_spectral_norm=g.use_spectral_norm, norm=g.norm,
       aspect_ratio=config.data.aspect_ratio,
-      remat=config.perf.get('remat', False), dtype=compute_dtype(config),
+      remat=config.perf.remat, dtype=compute_dtype(config),
       formulations=formulations(config))
 
 
@@ -87,7 +87,7 @@ def discriminator_config(config) -> model_config.DiscriminatorConfig:
   return model_config.DiscriminatorConfig(
       num_classes=config.data.num_classes, channels=tuple(d.channels),
       last_channels=d.last_channels, use_spectral_norm=d.use_spectral_norm,
-      remat=config.perf.get('remat', False), dtype=compute_dtype(config),
+      remat=config.perf.remat, dtype=compute_dtype(config),
       formulations=formulations(config))
 
 
@@ -114,13 +114,13 @@ def discriminator_kind(config) -> str:
     ValueError: an unknown kind, or an OASIS-D-only loss switched on with the
       SPADE D (one line naming the key).
   """
-  kind = config.discriminator.get('kind', 'oasis')
+  kind = config.discriminator.kind
   if kind not in DISCRIMINATOR_KINDS:
     raise ValueError(f'config.discriminator.kind must be one of '
                      f'{DISCRIMINATOR_KINDS}, got {kind!r}.')
   if kind == 'spade':
     for key in ('use_labelmix', 'use_class_balancing'):
-      if config.loss.get(key, False):
+      if config.loss[key]:
         raise ValueError(
             f'config.loss.{key}=True needs the OASIS discriminator; with '
             "config.discriminator.kind='spade' (hinge + feature matching) "
@@ -135,7 +135,7 @@ def make_spade_discriminator(
   return spade_discriminator_lib.SpadeDiscriminator(
       num_classes=config.data.num_classes, num_scales=d.num_scales,
       num_layers=d.num_layers, base_channels=d.base_channels,
-      remat=config.perf.get('remat', False), dtype=compute_dtype(config))
+      remat=config.perf.remat, dtype=compute_dtype(config))
 
 
 def make_vgg(config, vgg_params) -> vgg_lib.VGG19Features:

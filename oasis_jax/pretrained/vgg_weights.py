@@ -166,10 +166,10 @@ def load_for_config(config):
     MissingVggWeightsError, VggWeightsError: see `read_state_dict`.
   """
   loss = config.loss
-  if not loss.get('use_vgg', False):
+  if not loss.use_vgg:
     return None
   return load_vgg_params(loss.vgg_weights,
-                         verify_sha256=loss.get('verify_vgg_weights', True))
+                         verify_sha256=loss.verify_vgg_weights)
 
 
 def random_state_dict(channels=vgg.CHANNELS, seed: int = 0,
@@ -195,10 +195,9 @@ def check_for_config(config) -> None:
   Raises:
     MissingVggWeightsError, VggWeightsError: see `read_state_dict`.
   """
-  if config.loss.get('use_vgg', False):
+  if config.loss.use_vgg:
     check_vgg_weights(config.loss.vgg_weights,
-                      verify_sha256=config.loss.get('verify_vgg_weights',
-                                                    True))
+                      verify_sha256=config.loss.verify_vgg_weights)
 
 
 def convert_weights(src: str, dst: str, *, verify_sha256: bool = True) -> None:

@@ -28,7 +28,6 @@ the discriminator out of a saved TrainState. The inference checkpoint (a
 generator's variables and its config) is inference/export_format.py.
 """
 
-import json
 import os
 import shutil
 from typing import Any, Callable, Mapping, Optional, Union
@@ -39,7 +38,6 @@ import grain
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -452,28 +450,9 @@ def finish_saves(manager: ocp.CheckpointManager) -> None:
 
 
 # ----------------------------------------------------------------------------
-# Reading a training workdir: its config, a checkpoint, one network of it.
+# Reading a training workdir: a checkpoint, one network of it. (Its config:
+# oasis_jax/config/workdir.py.)
 # ----------------------------------------------------------------------------
-
-
-def config_from_json(text: str) -> ml_collections.ConfigDict:
-  """A ConfigDict from config.json (lists of the schema become tuples)."""
-  raw = json.loads(text)
-  disc = raw.get('discriminator', {})
-  if 'channels' in disc:
-    disc['channels'] = tuple(disc['channels'])
-  return ml_collections.ConfigDict(raw)
-
-
-def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was started with (workdir/config.json)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f'{path} is missing: {workdir} is not a training workdir of '
-        '`python -m oasis_jax.main` (or pass the config explicitly).')
-  with open(path) as f:
-    return config_from_json(f.read())
 
 
 def _read_only_manager(directory: str) -> ocp.CheckpointManager:

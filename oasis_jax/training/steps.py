@@ -69,7 +69,7 @@ _D_HEAD = 'layer_up_last'
 
 def _fused_head(config) -> bool:
   """config.perf.fused_d_head: losses from the last conv's inputs."""
-  return bool(config.perf.get('fused_d_head', False))
+  return bool(config.perf.fused_d_head)
 
 
 def _without_head(next_fun, args, kwargs, context):
@@ -218,7 +218,7 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
   use_labelmix = config.loss.use_labelmix and mask is not None
 
   mixed = losses.labelmix_images(mask, image, fake) if use_labelmix else None
-  fuse = config.perf.get('fuse_d_forwards', True)
+  fuse = config.perf.fuse_d_forwards
 
   def forwards(d_params):
     """D(fake), D(real) [, D(mixed)]: consecutive official forwards."""
@@ -289,7 +289,7 @@ def train_step(state: train_state_lib.TrainState, batch, rng: jax.Array, *,
   Returns:
     (new state, metrics) — and the auxiliary outputs with return_aux.
   """
-  if config.loss.get('use_vgg', False) and vgg_params is None:
+  if config.loss.use_vgg and vgg_params is None:
     raise ValueError('config.loss.use_vgg=True: pass the VGG-19 parameters '
                      '(vgg_params=vgg_weights.load_for_config(config)[0]).')
   image, label = preprocess_batch(batch)

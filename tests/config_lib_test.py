@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from configs import default as default_lib
 from oasis_jax.config import resolution
 from oasis_jax import models
+from oasis_jax.kernels import select
 from oasis_jax.kernels import conv
 from oasis_jax.kernels import label_conv
 from oasis_jax.kernels import spade_eval
@@ -31,7 +32,7 @@ class ResolveTest(parameterized.TestCase):
     self.assertEqual((perf.conv_impl, perf.label_conv, perf.cpu_scheduler,
                       perf.init_compile),
                      ('cpu', 'gather', 'memory', 'unoptimized'))
-    f = models.formulations(_resolved('cpu'))
+    f = select.formulations(_resolved('cpu'))
     self.assertIs(f.conv, conv.spectral_conv)
     self.assertEqual(f.label_conv, label_conv.GatherLabelConv(False))
     self.assertIs(f.eval_res_block, spade_eval.res_block)
@@ -43,7 +44,7 @@ class ResolveTest(parameterized.TestCase):
     self.assertEqual((perf.conv_impl, perf.label_conv, perf.cpu_scheduler,
                       perf.init_compile),
                      ('xla', 'dense', 'default', 'optimized'))
-    f = models.formulations(config)
+    f = select.formulations(config)
     self.assertIs(f.conv, layers.spectral_conv)
     self.assertIs(f.label_conv, layers.dense_label_conv)
     self.assertIsNone(f.eval_res_block)

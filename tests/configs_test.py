@@ -11,10 +11,12 @@ import jax
 import jax.numpy as jnp
 
 import data_pipelines
+from data_pipelines import geometry
 from oasis_jax import models
 from oasis_jax.config import resolution
 from oasis_jax.config import validation
 from oasis_jax.config import workdir as workdir_config
+from oasis_jax.kernels import select
 from oasis_jax.training import train_state
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +66,7 @@ class ConfigFilesTest(parameterized.TestCase):
   def test_model_shapes(self, module):
     """The networks build: images of the configured size, D's N+1 maps."""
     config = resolution.resolve(_load(module))
-    h, w = train_state.image_hw(config)
+    h, w = geometry.image_hw(config.data)
     state = train_state.abstract_train_state(config)
     self.assertEqual(state.ema is None, not config.ema.use_ema)
     label = jax.ShapeDtypeStruct((1, h, w), jnp.int32)
@@ -72,14 +74,14 @@ class ConfigFilesTest(parameterized.TestCase):
          if config.generator.use_3d_noise else None)
     g = state.generator
     image = jax.eval_shape(
-        lambda v, l, z: models.make_generator(config).apply(
+        lambda v, l, z: select.make_generator(config).apply(
             v, l, z, train=False),
         {'params': g.params, 'batch_stats': g.batch_stats}, label, z)
     self.assertEqual(image.shape, (1, h, w, 3))
     if config.discriminator.kind == 'oasis':
       d = state.discriminator
       logits = jax.eval_shape(
-          lambda v, x: models.make_discriminator(config).apply(
+          lambda v, x: select.make_discriminator(config).apply(
               v, x, train=False),
           {'params': d.params, 'batch_stats': d.batch_stats}, image)
       self.assertEqual(logits.shape, (1, h, w, config.data.num_classes + 1))

@@ -29,9 +29,9 @@ import pytest
 
 from data_pipelines import geometry
 from configs import default as default_lib
+from oasis_jax.kernels import select
 from oasis_jax.pretrained import oasis as oasis_weights
 from oasis_jax.training import losses
-from oasis_jax import models
 from oasis_jax.training import steps
 from oasis_jax.training import train_state as train_state_lib
 
@@ -198,8 +198,8 @@ class Fixture:
     return contextlib.nullcontext()
 
   def _load(self):
-    self.gen = models.make_generator(self.config)
-    self.disc = models.make_discriminator(self.config)
+    self.gen = select.make_generator(self.config)
+    self.disc = select.make_discriminator(self.config)
     ins = self._npz('inputs')
     self.label = jnp.asarray(ins['label_int'][:, 0], jnp.int32)
     self.image = jnp.asarray(nhwc(ins['image']))

@@ -12,8 +12,9 @@ package (or two): the tree is the architecture.
   config      configs, oasis_jax.config: defaults, config files, workdir
               configs merged onto them, resolution (the only platform
               query), validation, resume compatibility
-  kernels     oasis_jax.kernels: faster formulations of the model's numbers
   models      oasis_jax.models: the paper (and the ablation's networks)
+  kernels     oasis_jax.kernels: faster formulations of the model's numbers,
+              and the table that injects them into the paper's modules
   pretrained  oasis_jax.pretrained: weight files and their converters
   training    oasis_jax.training: state, losses, step, input, checkpoints,
               the loop
@@ -44,8 +45,8 @@ LAYERS = (
     ('data', ('data_pipelines', 'data_pipelines.*')),
     ('config', ('oasis_jax.config', 'oasis_jax.config.*', 'configs',
                 'configs.*')),
-    ('kernels', ('oasis_jax.kernels', 'oasis_jax.kernels.*')),
     ('models', ('oasis_jax.models', 'oasis_jax.models.*')),
+    ('kernels', ('oasis_jax.kernels', 'oasis_jax.kernels.*')),
     ('pretrained', ('oasis_jax.pretrained', 'oasis_jax.pretrained.*')),
     ('training', ('oasis_jax.training', 'oasis_jax.training.*')),
     ('inference', ('oasis_jax.inference', 'oasis_jax.inference.*')),

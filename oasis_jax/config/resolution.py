@@ -11,6 +11,7 @@ config, which the entry points print and save as `WORKDIR/config.json`.
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 # An ml_collections.ConfigDict. Not imported: the model (which resolves
 # 'auto' when it meets one) stays importable where only jax, flax, optax and
@@ -23,6 +24,8 @@ LABEL_CONVS = ('dense', 'gather', 'gather_matmul')
 CPU_SCHEDULERS = ('memory', 'concurrency', 'default')
 INIT_COMPILES = ('optimized', 'unoptimized')
 COMPUTE_DTYPES = ('float32', 'bfloat16', 'float64')
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
+           'float64': jnp.float64}
 
 # Per platform: the value of each 'auto' choice of config.perf.
 _AUTO = {
@@ -74,3 +77,16 @@ def resolve(config: ConfigDict) -> ConfigDict:
   if config.is_locked:
     resolved.lock()
   return resolved
+
+
+def compute_dtype(config: ConfigDict):
+  """The activation dtype config.perf.compute_dtype names.
+
+  Raises:
+    ValueError: a name outside COMPUTE_DTYPES (named with the choices).
+  """
+  name = config.perf.compute_dtype
+  if name not in _DTYPES:
+    raise ValueError(f'config.perf.compute_dtype must be one of '
+                     f'{COMPUTE_DTYPES}, got {name!r}.')
+  return _DTYPES[name]

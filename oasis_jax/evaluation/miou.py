@@ -18,9 +18,9 @@ import numpy as np
 
 import data_pipelines
 from data_pipelines import geometry
+from oasis_jax.kernels import select
 from oasis_jax.runtime import batching
 from oasis_jax.evaluation import segmentation
-from oasis_jax import models
 from oasis_jax.runtime import sharding
 from oasis_jax.evaluation import common
 
@@ -50,7 +50,7 @@ def segmentation_protocol(config) -> segmentation.SegmentationProtocol:
 
 def discriminator_segmentation(variables, image, *, config):
   """Argmax over D's N real-class logits (channels 1..N): [B, H, W] int32."""
-  logits = models.make_discriminator(config).apply(
+  logits = select.make_discriminator(config).apply(
       variables, image, train=False)
   return jnp.argmax(logits[..., 1:], axis=-1).astype(jnp.int32)
 

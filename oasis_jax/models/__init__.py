@@ -1,20 +1,15 @@
 """Flax modules of the OASIS generator and discriminator (and the ablation's
 SPADE discriminator and VGG-19), built from a config.
 
-`generator_config(config)` / `discriminator_config(config)` turn the
-ml_collections config into the frozen dataclasses the modules take, with
-the formulations that config.perf selects (resolved by config/resolution.py).
+`generator_config(config, formulations)` / `discriminator_config(...)` turn
+the ml_collections config into the frozen dataclasses the modules take. The
+formulations (how convolutions are computed) are injected: the reference by
+default; `kernels/select.py` picks the faster ones config.perf names.
 """
 
-import jax.numpy as jnp
-
 from oasis_jax.config import resolution
-from oasis_jax.kernels import conv as conv_kernels
-from oasis_jax.kernels import label_conv as label_conv_kernels
-from oasis_jax.kernels import spade_eval
 from oasis_jax.models import discriminator as discriminator_lib
 from oasis_jax.models import generator as generator_lib
-from oasis_jax.models import layers
 from oasis_jax.models import model_config
 from oasis_jax.models import spade_discriminator as spade_discriminator_lib
 from oasis_jax.models import vgg as vgg_lib
@@ -23,49 +18,8 @@ GeneratorConfig = model_config.GeneratorConfig
 DiscriminatorConfig = model_config.DiscriminatorConfig
 Formulations = model_config.Formulations
 
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
-           'float64': jnp.float64}
-_LABEL_CONVS = {
-    'dense': layers.dense_label_conv,
-    'gather': label_conv_kernels.GatherLabelConv(matmul_grad=False),
-    'gather_matmul': label_conv_kernels.GatherLabelConv(matmul_grad=True),
-}
-
-
-def _resolved_perf(config):
-  perf = config.perf
-  if any(perf[k] == 'auto'
-         for k in ('conv_impl', 'label_conv')):
-    perf = resolution.resolve(config).perf
-  if perf.compute_dtype not in _DTYPES:
-    raise ValueError(f'config.perf.compute_dtype must be one of '
-                     f"{sorted(_DTYPES)}, got {perf.compute_dtype!r}.")
-  if perf.conv_impl not in resolution.CONV_IMPLS:
-    raise ValueError(f'config.perf.conv_impl must be one of '
-                     f'{resolution.CONV_IMPLS}, got {perf.conv_impl!r}.')
-  if perf.label_conv not in _LABEL_CONVS:
-    raise ValueError(f'config.perf.label_conv must be one of '
-                     f'{tuple(_LABEL_CONVS)}, got {perf.label_conv!r}.')
-  return perf
-
-
-def formulations(config) -> model_config.Formulations:
-  """The formulations config.perf.conv_impl and label_conv select."""
-  perf = _resolved_perf(config)
-  label_conv = _LABEL_CONVS[perf.label_conv]
-  if perf.conv_impl == 'cpu':
-    return model_config.Formulations(
-        conv=conv_kernels.spectral_conv, label_conv=label_conv,
-        eval_res_block=spade_eval.res_block)
-  return model_config.Formulations(label_conv=label_conv)
-
-
-def compute_dtype(config):
-  """The activation dtype of config.perf.compute_dtype."""
-  return _DTYPES[_resolved_perf(config).compute_dtype]
-
-
-def generator_config(config) -> model_config.GeneratorConfig:
+def generator_config(config, formulations: model_config.Formulations = (
+    model_config.REFERENCE)) -> model_config.GeneratorConfig:
   """The GeneratorConfig of config.generator, config.data and config.perf."""
   g = config.generator
   if g.norm not in ('batch', 'instance'):
@@ -77,31 +31,35 @@ def generator_config(config) -> model_config.GeneratorConfig:
       spade_hidden=g.spade_hidden, use_3d_noise=g.use_3d_noise,
       use_spectral_norm=g.use_spectral_norm, norm=g.norm,
       aspect_ratio=config.data.aspect_ratio,
-      remat=config.perf.remat, dtype=compute_dtype(config),
-      formulations=formulations(config))
+      remat=config.perf.remat, dtype=resolution.compute_dtype(config),
+      formulations=formulations)
 
 
-def discriminator_config(config) -> model_config.DiscriminatorConfig:
+def discriminator_config(config, formulations: model_config.Formulations = (
+    model_config.REFERENCE)) -> model_config.DiscriminatorConfig:
   """The DiscriminatorConfig of config.discriminator, data and perf."""
   d = config.discriminator
   return model_config.DiscriminatorConfig(
       num_classes=config.data.num_classes, channels=tuple(d.channels),
       last_channels=d.last_channels, use_spectral_norm=d.use_spectral_norm,
-      remat=config.perf.remat, dtype=compute_dtype(config),
-      formulations=formulations(config))
+      remat=config.perf.remat, dtype=resolution.compute_dtype(config),
+      formulations=formulations)
 
 
-def make_generator(config) -> generator_lib.OasisGenerator:
+def make_generator(config, formulations: model_config.Formulations = (
+    model_config.REFERENCE)) -> generator_lib.OasisGenerator:
   """The generator that config.generator and config.data describe."""
-  return generator_lib.OasisGenerator(generator_config(config))
+  return generator_lib.OasisGenerator(generator_config(config, formulations))
 
 
-def make_discriminator(config):
+def make_discriminator(config, formulations: model_config.Formulations = (
+    model_config.REFERENCE)):
   """The discriminator that config.discriminator and config.data describe:
   the OASIS U-Net, or SPADE's PatchGAN (config.discriminator.kind)."""
   if discriminator_kind(config) == 'spade':
     return make_spade_discriminator(config)
-  return discriminator_lib.OasisDiscriminator(discriminator_config(config))
+  return discriminator_lib.OasisDiscriminator(
+      discriminator_config(config, formulations))
 
 
 DISCRIMINATOR_KINDS = ('oasis', 'spade')
@@ -135,11 +93,12 @@ def make_spade_discriminator(
   return spade_discriminator_lib.SpadeDiscriminator(
       num_classes=config.data.num_classes, num_scales=d.num_scales,
       num_layers=d.num_layers, base_channels=d.base_channels,
-      remat=config.perf.remat, dtype=compute_dtype(config))
+      remat=config.perf.remat, dtype=resolution.compute_dtype(config))
 
 
 def make_vgg(config, vgg_params) -> vgg_lib.VGG19Features:
   """The frozen VGG-19 stack of the VGG loss; widths read off its params."""
   channels = tuple(int(vgg_params[f'conv_{i}_kernel'].shape[-1])
                    for i in vgg_lib.FEATURE_CONVS)
-  return vgg_lib.VGG19Features(channels=channels, dtype=compute_dtype(config))
+  return vgg_lib.VGG19Features(channels=channels,
+                               dtype=resolution.compute_dtype(config))

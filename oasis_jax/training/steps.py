@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from oasis_jax.kernels import select
 from oasis_jax.config import resolution
 from oasis_jax.kernels import n_plus_one
 from oasis_jax.training import losses
@@ -107,7 +108,7 @@ def generator_step(state: train_state_lib.TrainState, image, label, z,
   Returns the new state, the metrics, and the auxiliary outputs (fake image,
   D outputs on it, G gradients) for tests.
   """
-  gen, disc = models.make_generator(config), models.make_discriminator(config)
+  gen, disc = select.make_generator(config), select.make_discriminator(config)
   g, d = state.generator, state.discriminator
   spade = models.discriminator_kind(config) == 'spade'
 
@@ -176,7 +177,7 @@ def _spade_generator_loss(disc, d, fake, image, label, config):
 
 def _spade_discriminator_step(state, image, label, fake, g_stats, *, config):
   """One D update with SPADE's D: hinge on D([fake; real]), one call."""
-  disc = models.make_discriminator(config)
+  disc = select.make_discriminator(config)
   g, d = state.generator, state.discriminator
 
   def loss_fn(d_params):
@@ -208,7 +209,7 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
   Args:
     mask: [B, H, W, 1] LabelMix mask (1 = real), or None without LabelMix.
   """
-  gen, disc = models.make_generator(config), models.make_discriminator(config)
+  gen, disc = select.make_generator(config), select.make_discriminator(config)
   g, d = state.generator, state.discriminator
   fake, g_stats = _apply(gen, g.params, g.batch_stats, label, z, train=True)
   fake = jax.lax.stop_gradient(fake)
@@ -337,7 +338,7 @@ def generate(variables, label: jax.Array, z: Optional[jax.Array], *, config,
 
   With train=True returns (image, new batch_stats) instead.
   """
-  out, stats = _apply(models.make_generator(config), variables['params'],
+  out, stats = _apply(select.make_generator(config), variables['params'],
                       variables.get('batch_stats', {}), label, z, train=train)
   return (out, stats) if train else out
 

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 
 from data_pipelines import geometry
+from oasis_jax.kernels import select
 from oasis_jax import models
 
 
@@ -58,11 +59,11 @@ def init_variables(config, rng: jax.Array):
   z = None
   if config.generator.use_3d_noise:
     z = jnp.zeros((1, config.generator.z_dim), jnp.float32)
-  g_vars = models.make_generator(config).init(g_rng, label, z, train=False)
+  g_vars = select.make_generator(config).init(g_rng, label, z, train=False)
   d_inputs = (jnp.zeros((1, h, w, 3), jnp.float32),)
   if models.discriminator_kind(config) == 'spade':  # D([label | image]).
     d_inputs += (label,)
-  d_vars = models.make_discriminator(config).init(d_rng, *d_inputs,
+  d_vars = select.make_discriminator(config).init(d_rng, *d_inputs,
                                                   train=False)
   return _split(g_vars), _split(d_vars)
 

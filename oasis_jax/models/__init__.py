@@ -14,10 +14,6 @@ from oasis_jax.models import model_config
 from oasis_jax.models import spade_discriminator as spade_discriminator_lib
 from oasis_jax.models import vgg as vgg_lib
 
-GeneratorConfig = model_config.GeneratorConfig
-DiscriminatorConfig = model_config.DiscriminatorConfig
-Formulations = model_config.Formulations
-
 def generator_config(config, formulations: model_config.Formulations = (
     model_config.REFERENCE)) -> model_config.GeneratorConfig:
   """The GeneratorConfig of config.generator, config.data and config.perf."""

@@ -147,3 +147,25 @@ def adaptive_avg_pool(x, size: int):
   mh = jnp.asarray(_adaptive_pool_matrix(x.shape[1], size), x.dtype)
   mw = jnp.asarray(_adaptive_pool_matrix(x.shape[2], size), x.dtype)
   return jnp.einsum('ih,bhwc,jw->bijc', mh, x, mw, precision=HIGHEST)
+
+
+def _aligned_matrix(n: int, m: int) -> np.ndarray:
+  """[m, n] weights of `align_corners=True` linear resampling n -> m:
+  output i samples source i (n - 1) / (m - 1)."""
+  out = np.zeros((m, n), np.float32)
+  src = np.arange(m) * ((n - 1) / (m - 1) if m > 1 else 0.0)
+  i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
+  i1 = np.minimum(i0 + 1, n - 1)
+  frac = (src - i0).astype(np.float32)
+  np.add.at(out, (np.arange(m), i0), 1 - frac)
+  np.add.at(out, (np.arange(m), i1), frac)
+  return out
+
+
+def resize_bilinear_aligned(x, height: int, width: int):
+  """PyTorch `interpolate(mode='bilinear', align_corners=True)` on NHWC."""
+  mh = jnp.asarray(_aligned_matrix(x.shape[1], height))
+  mw = jnp.asarray(_aligned_matrix(x.shape[2], width))
+  out = jnp.einsum('ih,bhwc,jw->bijc', mh, x.astype(jnp.float32), mw,
+                   precision=HIGHEST)
+  return out.astype(x.dtype)

@@ -98,13 +98,15 @@ def load(name: str, path: str, *, dtype: Any = jnp.float32,
   return network.make(network.num_classes_of(state), dtype), variables
 
 
-def scores(model: nn.Module, variables, x, size: Sequence[int]):
+def scores(model: nn.Module, variables, x, size: Sequence[int], *,
+           align_corners: bool = False):
   """Per-class scores at `size` [B, h, w, C], float32, argmax-ready.
 
   DRN: log-softmax of the fixed bilinear `up` (cropped to the input size
-  when that is not a multiple of 8); UperNet: softmax of the logits resized
-  to `size`; DeepLab: softmax of MSC's output resized to `size`. A DRN
-  output of another size than `size` is resized bilinearly.
+  when that is not a multiple of 8; resized bilinearly when that differs
+  from `size`); UperNet: softmax of the logits resized to `size`; DeepLab:
+  softmax of MSC's output resized to `size` (with `align_corners`, as
+  imaginaire does, else half-pixel as the DeepLab repository does).
   """
   h, w = size
   if isinstance(model, drn.DRNSeg):
@@ -115,7 +117,9 @@ def scores(model: nn.Module, variables, x, size: Sequence[int]):
     return model.apply(variables, x, (h, w),
                        method=upernet.UPerNet.test_output)
   logits = model.apply(variables, x).astype(jnp.float32)
-  return jax.nn.softmax(layers.resize_bilinear(logits, h, w), -1)
+  resize = (layers.resize_bilinear_aligned if align_corners
+            else layers.resize_bilinear)
+  return jax.nn.softmax(resize(logits, h, w), -1)
 
 
 _NETWORK = flags.DEFINE_enum('network', None, sorted(NETWORKS),

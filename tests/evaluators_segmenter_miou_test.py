@@ -1,0 +1,172 @@
+"""End-to-end mIoU with the paper's segmenters on a tiny fake data set.
+
+Each segmenter (weights from the parity fixtures' rule, written as the .npz
+a user converts) segments generated and real images through
+`evaluators.miou`; the confusion matrix must equal one computed here in
+numpy from the segmenter's own outputs. The checkpoint mode
+(`evaluation.evaluate_checkpoint`) is run once, with DRN-D-105.
+"""
+
+import functools
+import os
+import tempfile
+from unittest import mock
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import tiny
+import evaluators_fid_test  # The shared tiny training run with FID.
+from oasis_jax import evaluation
+from oasis_jax import sharding
+from oasis_jax.evaluators import miou as miou_evaluator
+from oasis_jax.segmenters import networks
+from oasis_jax.segmenters import protocol as protocol_lib
+from oasis_jax.segmenters import upernet
+import segmenter_fixtures
+
+_FOLDER = {'drn_d_105': 'drn_d_105', 'upernet101': 'upernet101',
+           'deeplabv2_msc': 'deeplabv2_msc'}
+# The segmenters' own input normalisation (on 0..255 pixels) and channels.
+_NORMALISE = {
+    'drn_d_105': (False, 1 / 255, protocol_lib.CITYSCAPES_MEAN,
+                  protocol_lib.CITYSCAPES_STD),
+    'upernet101': (False, 1 / 255, protocol_lib.IMAGENET_MEAN,
+                   protocol_lib.IMAGENET_STD),
+    'deeplabv2_msc': (True, 1.0, protocol_lib.CAFFE_BGR_MEAN, (1, 1, 1))}
+
+
+@functools.cache
+def _weights_file(name: str) -> str:
+  """The fixture-rule weights of `name` as an .npz (reference key names)."""
+  folder = segmenter_fixtures.SHARED_DIR / _FOLDER[name]
+  states = segmenter_fixtures.state_dicts(segmenter_fixtures.read_meta(folder))
+  state = (upernet.merge_state_dicts(states['encoder'], states['decoder'])
+           if name == upernet.NAME else states['model'])
+  path = os.path.join(tempfile.mkdtemp(prefix='segmenter_weights_'),
+                      f'{name}.npz')
+  np.savez(path, **state)
+  return path
+
+
+def _config(name: str, real: bool = False):
+  config = tiny.get_config()  # 'synthetic', 4 classes, 0 don't care.
+  config.eval.segmenter = name
+  config.eval.segmenter_weights = _weights_file(name)
+  config.eval.segmenter_real_images = real
+  return config
+
+
+def _numpy_confusion(name: str, images, labels, valid, num_classes: int):
+  """The confusion matrix from the segmenter's outputs, by hand."""
+  model, variables = networks.load(name, _weights_file(name))
+  bgr, scale, mean, std = _NORMALISE[name]
+  pixels = np.clip(np.round((np.asarray(images, np.float64) + 1) * 127.5),
+                   0, 255)
+  if bgr:
+    pixels = pixels[..., ::-1]
+  x = (pixels * scale - np.asarray(mean)) / np.asarray(std)
+  scores = networks.scores(model, variables, jnp.asarray(x, jnp.float32),
+                           labels.shape[1:])
+  preds = np.asarray(scores).argmax(-1)[valid]
+  labels = np.asarray(labels)[valid]
+  keep = labels != 0  # The tiny data set's don't-care class.
+  counts = np.bincount(labels[keep] * num_classes + preds[keep],
+                       minlength=num_classes ** 2)
+  return counts.reshape(num_classes, num_classes)
+
+
+def _numpy_miou(conf) -> float:
+  tp = np.diag(conf).astype(np.float64)
+  union = conf.sum(0) + conf.sum(1) - tp
+  return float(np.mean(tp[union > 0] / union[union > 0]))
+
+
+def _batch(seed: int):
+  rng = np.random.default_rng(seed)
+  label = rng.integers(0, 4, (2, 32, 32)).astype(np.int32)
+  image = rng.integers(0, 256, (2, 32, 32, 3)).astype(np.uint8)
+  fake = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  return {'label': label, 'image': image, 'valid': np.array([True, False]),
+          'index': np.arange(2, dtype=np.int32)}, fake
+
+
+class SegmenterMiouTest(parameterized.TestCase):
+
+  @parameterized.parameters('drn_d_105', 'upernet101', 'deeplabv2_msc')
+  def test_confusion_equals_numpy(self, name):
+    config = _config(name, real=name == 'drn_d_105')
+    evaluator = miou_evaluator.MiouEvaluator(config, sharding.make_mesh(1),
+                                             None)
+    batches = [_batch(seed) for seed in (0, 1)]
+    for batch, fake in batches:
+      evaluator.add(batch, jnp.asarray(fake))
+    results = evaluator.results()
+    seg = evaluator._flax  # pylint: disable=protected-access
+    n = seg.protocol.num_classes
+    expected = sum(_numpy_confusion(name, fake, b['label'], b['valid'], n)
+                   for b, fake in batches)
+    np.testing.assert_array_equal(seg.confusion, expected)
+    self.assertEqual(int(expected.sum()),
+                     sum(int((b['label'][0] != 0).sum()) for b, _ in batches))
+    self.assertAlmostEqual(results['miou'], _numpy_miou(expected), places=12)
+    self.assertEqual(results['miou_segmenter'], name)
+    self.assertEqual(results['miou_protocol'], 'synthetic/identity')
+    if name == 'drn_d_105':
+      real = sum(_numpy_confusion(name, b['image'] / 127.5 - 1, b['label'],
+                                  b['valid'], n) for b, _ in batches)
+      np.testing.assert_array_equal(seg.confusion_real, real)
+      self.assertAlmostEqual(results['miou_real'], _numpy_miou(real),
+                             places=12)
+
+  def test_segmenter_must_fit_the_data_sets_protocol(self):
+    config = _config('drn_d_105')
+    config.data.name = 'ade20k'
+    with self.assertRaisesRegex(ValueError, 'upernet101'):
+      miou_evaluator.flax_segmenter_protocol(config, 19)
+
+  def test_missing_weights_is_one_line_naming_file_and_key(self):
+    config = tiny.get_config()
+    config.eval.segmenter = 'deeplabv2_msc'
+    config.eval.segmenter_weights = '/nonexistent/msc.npz'
+    with self.assertRaisesRegex(
+        FileNotFoundError, r'^/nonexistent/msc.npz: no such file; set '
+        r'config\.eval\.segmenter_weights [^\n]*$'):
+      miou_evaluator.check_segmenter_weights(config)
+
+
+class CheckpointModeTest(absltest.TestCase):
+
+  def test_checkpoint_miou_equals_numpy_of_the_generated_images(self):
+    trained = evaluators_fid_test.trained_run()
+    config = trained['config'].copy_and_resolve_references()
+    config.eval.num_fid_images = 4
+    config.eval.segmenter = 'drn_d_105'
+    config.eval.segmenter_weights = _weights_file('drn_d_105')
+    seen = []
+    add = miou_evaluator.SegmenterMiou.add
+
+    def spy(self, batch, images):
+      seen.append((jax.device_get(batch['label']), batch['valid'].copy(),
+                   np.asarray(jax.device_get(images))))
+      return add(self, batch, images)
+
+    with mock.patch.object(miou_evaluator.SegmenterMiou, 'add', spy):
+      results = evaluation.evaluate_checkpoint(
+          trained['workdir'], 'best', config=config,
+          mesh=sharding.make_mesh(1), write=False)
+    self.assertNotEmpty(seen)
+    expected = sum(_numpy_confusion('drn_d_105', images, labels, valid, 19)
+                   for labels, valid, images in seen)
+    self.assertEqual(int(expected.sum()), sum(
+        int((labels[valid] != 0).sum()) for labels, valid, _ in seen))
+    self.assertAlmostEqual(results['miou'], _numpy_miou(expected), places=12)
+    self.assertEqual(results['miou_segmenter'], 'drn_d_105')
+    self.assertIn('fid', results)
+
+
+if __name__ == '__main__':
+  absltest.main()

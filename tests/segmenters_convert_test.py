@@ -2,6 +2,8 @@
 
 import functools
 import os
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import absltest
@@ -9,6 +11,7 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 
+from oasis_jax import weights
 from oasis_jax.segmenters import convert
 from oasis_jax.segmenters import deeplab
 from oasis_jax.segmenters import drn
@@ -16,6 +19,7 @@ from oasis_jax.segmenters import networks
 from oasis_jax.segmenters import upernet
 import segmenter_fixtures
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FIXTURES = {p.name: p for p in segmenter_fixtures.fixture_dirs()}
 _NETWORKS = (drn.NAME, upernet.NAME, deeplab.NAME)
 _FOLDER = {drn.NAME: 'drn_d_105', upernet.NAME: 'upernet101',
@@ -163,3 +167,26 @@ class LoadTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class CommandLineTest(absltest.TestCase):
+
+  def test_pth_to_npz_as_the_docs_show(self):
+    import torch  # pylint: disable=g-import-not-at-top
+    state = _random_state(drn.NAME, seed=5)
+    with tempfile.TemporaryDirectory() as tmp:
+      pth, npz = (os.path.join(tmp, f'drn_d_105.{e}') for e in ('pth', 'npz'))
+      torch.save({k: torch.from_numpy(np.ascontiguousarray(v))
+                  for k, v in state.items()}, pth)
+      subprocess.run(
+          [sys.executable, '-m', 'oasis_jax.segmenters.networks',
+           '--network=drn_d_105', f'--input={pth}', f'--output={npz}'],
+          check=True, capture_output=True, env=dict(os.environ,
+                                                    PYTHONPATH=_REPO))
+      model, variables = networks.load(drn.NAME, npz)
+      stored = weights.read_state_dict(npz)
+      self.assertEqual(str(stored[weights.NPZ_SOURCE_SHA256]),
+                       weights.sha256_file(pth))
+    self.assertEqual(model.num_classes, 19)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, variables,
+                           drn.from_state_dict(state))

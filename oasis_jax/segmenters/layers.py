@@ -21,7 +21,7 @@ HIGHEST = jax.lax.Precision.HIGHEST
 def conv(features: int, kernel: int, *, stride: int = 1, dilation: int = 1,
          padding: Optional[int] = None, use_bias: bool = False,
          dtype: Any = jnp.float32, name: str) -> nn.Conv:
-  """A PyTorch-style Conv2d: symmetric zero padding (default: dilation*(k-1)/2)."""
+  """A PyTorch Conv2d: symmetric zero padding, default dilation (k - 1) / 2."""
   pad = dilation * (kernel - 1) // 2 if padding is None else padding
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)),

@@ -44,8 +44,9 @@ class Network:
 NETWORKS = {
     drn.NAME: Network(
         drn.NAME, drn.DRNSeg, drn.num_classes_of, drn.from_state_dict,
-        'fyu/drn: the DRN-D-105 file of http://go.yf.io/drn-cityscapes-models '
-        '(a DRNSeg state dict, the README\'s "Testing" section)'),
+        'fyu/drn: the DRN-D-105 file of '
+        'http://go.yf.io/drn-cityscapes-models (a DRNSeg state dict, the '
+        'README\'s "Testing" section)'),
     upernet.NAME: Network(
         upernet.NAME, upernet.UPerNet, upernet.num_classes_of,
         upernet.from_state_dict,

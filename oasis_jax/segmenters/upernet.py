@@ -1,4 +1,4 @@
-"""UperNet with a ResNet-101 encoder (CSAILVision/semantic-segmentation-pytorch).
+"""UperNet-101 of CSAILVision/semantic-segmentation-pytorch in Flax.
 
 ADE20K's mIoU segmenter, eval mode, NHWC. Children are named as in
 CSAIL's two checkpoint files: `encoder` (`encoder_epoch_N.pth`: a ResNet with

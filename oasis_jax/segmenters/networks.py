@@ -72,16 +72,15 @@ def read_state_dict(name: str, path: str, *,
                     setting: str = 'config.eval.segmenter_weights') -> dict:
   """The reference-named state dict of `path` (UperNet: 'ENC,DEC' or one
   merged file with `encoder.`/`decoder.` keys)."""
-  paths = [p for p in path.split(',') if p] if path else []
-  for p in paths or ['']:
+  states = []
+  for p in (path.split(',') if path else ['']):
     try:
-      weights.read_state_dict(p, what=f'{name} weights')
+      state = weights.read_state_dict(p, what=f'{name} weights')
     except FileNotFoundError:
       raise MissingSegmenterWeightsError(
           f'{p or "(no path)"}: no such file; set {setting} to the {name} '
           f'weights ({get(name).published}, or its .npz).') from None
-  states = [weights.split_provenance(weights.read_state_dict(p))[0]
-            for p in paths]
+    states.append(weights.split_provenance(state)[0])
   if name == upernet.NAME and len(states) == 2:
     return upernet.merge_state_dicts(*states)
   if len(states) != 1:

@@ -21,6 +21,7 @@ import numpy as np
 from configs import tiny
 import evaluators_fid_test  # The shared tiny training run with FID.
 from oasis_jax import evaluation
+from oasis_jax import main
 from oasis_jax import sharding
 from oasis_jax.evaluators import miou as miou_evaluator
 from oasis_jax.segmenters import networks
@@ -136,6 +137,47 @@ class SegmenterMiouTest(parameterized.TestCase):
         FileNotFoundError, r'^/nonexistent/msc.npz: no such file; set '
         r'config\.eval\.segmenter_weights [^\n]*$'):
       miou_evaluator.check_segmenter_weights(config)
+
+
+class TrainingEvaluateFnTest(absltest.TestCase):
+
+  def test_fid_and_miou_share_the_images_and_reset(self):
+    calls = []
+
+    class FakeFid:
+
+      def fid_of(self, variables, on_batch):
+        calls.append(variables)
+        on_batch({'label': 1}, 'images')
+        return 12.5
+
+    class FakeMiou:
+      count = 0
+
+      def reset(self):
+        self.count = 0
+
+      def add(self, batch, images):
+        self.count += 1
+
+      def results(self):
+        return {'miou': 0.25 * self.count, 'miou_segmenter': 'drn_d_105'}
+
+    state = mock.Mock(ema={'params': 1})
+    fn = miou_evaluator.FidAndMiou(FakeFid(), FakeMiou())
+    for _ in range(2):  # The confusion matrix restarts at each evaluation.
+      self.assertEqual(fn(state, 2), {'fid': 12.5, 'miou': 0.25})
+    self.assertEqual(calls, [{'params': 1}] * 2)
+
+  def test_missing_segmenter_weights_stop_the_run_at_start_up(self):
+    config = evaluators_fid_test.fid_config(
+        evaluators_fid_test.fixture_weights())
+    config.eval.segmenter = 'upernet101'
+    config.eval.segmenter_weights = '/nonexistent/enc.pth,/nonexistent/dec.pth'
+    with self.assertRaisesRegex(networks.MissingSegmenterWeightsError,
+                                '^/nonexistent/enc.pth: no such file'):
+      main.create_evaluate_fn(config, self.create_tempdir().full_path,
+                              sharding.make_mesh(1))
 
 
 class CheckpointModeTest(absltest.TestCase):

@@ -122,13 +122,6 @@ def scores(model: nn.Module, variables, x, size: Sequence[int], *,
   return jax.nn.softmax(resize(logits, h, w), -1)
 
 
-_NETWORK = flags.DEFINE_enum('network', None, sorted(NETWORKS),
-                             'The segmenter whose weights are converted.')
-_INPUT = flags.DEFINE_string('input', None, 'The published .pth (UperNet: '
-                             'ENCODER.pth,DECODER.pth), or an .npz.')
-_OUTPUT = flags.DEFINE_string('output', None, 'The .npz to write.')
-
-
 def convert_file(name: str, src: str, dst: str) -> None:
   """Writes `src`'s state dict, checked against the network, as an .npz."""
   state = read_state_dict(name, src, setting='--input')
@@ -143,11 +136,20 @@ def convert_file(name: str, src: str, dst: str) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
-  del argv
-  convert_file(_NETWORK.value, _INPUT.value, _OUTPUT.value)
-  print(f'Wrote {_OUTPUT.value}.')
+  """`python -m oasis_jax.segmenters.networks --network=N --input=A
+  --output=B.npz`."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  convert_file(f.network, f.input, f.output)
+  print(f'Wrote {f.output}.')
 
 
 if __name__ == '__main__':
+  flags.DEFINE_enum('network', None, sorted(NETWORKS),
+                    'The segmenter whose weights are converted.')
+  flags.DEFINE_string('input', None, 'The published .pth (UperNet: '
+                      'ENCODER.pth,DECODER.pth), or an .npz.')
+  flags.DEFINE_string('output', None, 'The .npz to write.')
   flags.mark_flags_as_required(['network', 'input', 'output'])
   app.run(main)

@@ -28,6 +28,10 @@ class ValidateTest(parameterized.TestCase):
        'positive integer'),
       ('eval', 'best_mode', 'lowest',
        "config.eval.best_mode='lowest': expected 'min' or 'max'"),
+      ('eval', 'segmenter', 'pspnet', "config.eval.segmenter='pspnet': "
+       "expected '' (none), 'drn_d_105', 'upernet101' or 'deeplabv2_msc'"),
+      ('eval', 'segmenter_dtype', 'float16', "config.eval.segmenter_dtype="
+       "'float16': expected 'float32' or 'bfloat16'"),
       ('data', 'num_workers', -1, 'config.data.num_workers=-1: expected an '
        'integer >= 0'),
       ('optim', 'lr_g', 0.0, 'config.optim.lr_g=0.0: expected a positive '

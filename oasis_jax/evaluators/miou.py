@@ -36,14 +36,16 @@ _SEGMENTER_DEFAULTS = {'segmenter': '', 'segmenter_weights': '',
                        'segmenter_protocol': '', 'segmenter_dtype': 'float32',
                        'segmenter_real_images': False}
 
-
-def _setting(config, key: str):
-  return config.eval.get(key, _SEGMENTER_DEFAULTS[key])
 # The protocol whose input normalisation a segmenter keeps on a data set
 # without one of its own (the label map is then the identity).
 _HOME_PROTOCOL = {'drn_d_105': ('cityscapes', ''),
                   'upernet101': ('ade20k', 'single_scale'),
                   'deeplabv2_msc': ('coco_stuff', '')}
+
+
+def _setting(config, key: str):
+  """config.eval[key], or its default for an older config.json."""
+  return config.eval.get(key, _SEGMENTER_DEFAULTS[key])
 
 
 def dontcare_id(config) -> Optional[int]:

@@ -8,9 +8,11 @@ a copy of a fixture with one array scaled by 1.01 fails.
 """
 
 import functools
+import os
 import pathlib
 import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -125,6 +127,13 @@ class FixturesPresentTest(absltest.TestCase):
     names = {p.name for p in _DIRS}
     self.assertContainsSubset({'drn_d_105', 'upernet101', 'deeplabv2_msc'},
                               names)
+
+  def test_env_var_adds_folders(self):
+    extra = ['/tmp/fixture_a', '/tmp/fixture_b']
+    with mock.patch.dict(os.environ, {segmenter_fixtures.ENV_VAR:
+                                      os.pathsep.join(extra)}):
+      dirs = segmenter_fixtures.fixture_dirs()
+    self.assertEqual([str(p) for p in dirs[-2:]], extra)
 
 
 class SegmenterParityTest(parameterized.TestCase):

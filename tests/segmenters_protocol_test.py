@@ -1,6 +1,7 @@
 """Tests of the segmenters' per-data-set protocols and `segment`."""
 
 import functools
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -92,6 +93,61 @@ class ProtocolTableTest(parameterized.TestCase):
     ids = np.arange(12).reshape(1, 3, 4)
     np.testing.assert_array_equal(protocol.resize_nearest(ids, 2, 2),
                                   [[[0, 2], [4, 6]]])
+
+
+class ScalesTest(absltest.TestCase):
+  """The glue of `predict` around the network (its scores faked)."""
+
+  def _segment(self, p, images, labels):
+    seen = []
+
+    def fake_scores(model, variables, x, size, *, align_corners=False):
+      del model, variables
+      seen.append((x.shape[1:3], tuple(size), align_corners,
+                   np.asarray(x[0, 0, 0])))
+      # Class 1 where the first channel is above its mean, else class 0.
+      c0 = x[..., :1] - x[..., :1].mean()
+      scores = jnp.concatenate([-c0, c0], -1)
+      return jax.image.resize(scores, (x.shape[0], *size, 2), 'nearest')
+
+    with mock.patch.object(networks, 'scores', fake_scores):
+      conf = protocol.segment(p, {}, jnp.asarray(images), labels)
+    return seen, np.asarray(conf)
+
+  def test_csail_multiscale_runs_every_scale_at_the_label_size(self):
+    p = protocol.get('ade20k')
+    images = np.zeros((1, 64, 48, 3), np.float32)
+    labels = np.ones((1, 64, 48), np.int32)  # ADE id 1: class 0.
+    seen, conf = self._segment(p, images, labels)
+    self.assertEqual([s[0] for s in seen],
+                     protocol.input_sizes(p, (64, 48)))
+    self.assertEqual({s[1] for s in seen}, {(64, 48)})
+    self.assertFalse(any(s[2] for s in seen))
+    self.assertEqual(conf.sum(), 64 * 48)
+    # Mid-grey through the ImageNet normalisation, R first.
+    np.testing.assert_allclose(
+        seen[0][3], (128 / 255 - np.array(protocol.IMAGENET_MEAN))
+        / np.array(protocol.IMAGENET_STD), rtol=1e-6)
+
+  def test_imaginaire_scores_on_the_512_grid_with_aligned_corners(self):
+    p = protocol.get('coco_stuff', 'imaginaire')
+    images = np.zeros((1, 128, 256, 3), np.float32)
+    images[..., 0] = 1.0  # Red 255, green and blue 127.5; BGR: red last.
+    labels = np.full((1, 128, 256), 5, np.int32)
+    seen, conf = self._segment(p, images, labels)
+    self.assertEqual(seen[0][:3], ((256, 512), (256, 512), True))
+    np.testing.assert_allclose(
+        seen[0][3], [127.5 - 104.008, 127.5 - 116.669, 255 - 122.675],
+        rtol=1e-6)
+    self.assertEqual(conf.sum(), 256 * 512)  # Labels resized to the grid.
+    self.assertEqual(conf[4].sum(), 256 * 512)  # COCO id 5: class 4.
+
+  def test_deeplab_msc_default_feeds_the_image_as_it_is(self):
+    p = protocol.get('coco_stuff')
+    images = np.zeros((2, 40, 24, 3), np.float32)
+    seen, conf = self._segment(p, images, np.zeros((2, 20, 12), np.int32))
+    self.assertEqual(seen[0][:3], ((40, 24), (20, 12), False))
+    self.assertEqual(conf.sum(), 0)  # COCO id 0 (unlabeled) is ignored.
 
 
 class SegmentTest(absltest.TestCase):

@@ -8,7 +8,11 @@ numpy from the segmenter's own outputs. The checkpoint mode
 """
 
 import functools
+import json
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from unittest import mock
 
@@ -29,6 +33,8 @@ from oasis_jax.segmenters import protocol as protocol_lib
 from oasis_jax.segmenters import upernet
 import segmenter_fixtures
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TINY = os.path.join(_REPO, 'configs', 'tiny.py')
 _FOLDER = {'drn_d_105': 'drn_d_105', 'upernet101': 'upernet101',
            'deeplabv2_msc': 'deeplabv2_msc'}
 # The segmenters' own input normalisation (on 0..255 pixels) and channels.
@@ -208,6 +214,32 @@ class CheckpointModeTest(absltest.TestCase):
     self.assertAlmostEqual(results['miou'], _numpy_miou(expected), places=12)
     self.assertEqual(results['miou_segmenter'], 'drn_d_105')
     self.assertIn('fid', results)
+
+
+  def test_command_line_flags(self):
+    trained = evaluators_fid_test.trained_run()
+    workdir = tempfile.mkdtemp(prefix='segmenter_cli_')
+    shutil.copytree(trained['workdir'], workdir, dirs_exist_ok=True)
+    command = [
+        sys.executable, '-m', 'oasis_jax.evaluate', f'--config={_TINY}',
+        f'--workdir={workdir}', '--checkpoint=latest',
+        '--segmenter_network=drn_d_105',
+        f'--segmenter_weights={_weights_file("drn_d_105")}',
+        '--config.eval.num_fid_images=2',
+        '--config.eval.segmenter_dtype=bfloat16',
+        '--config.eval.segmenter_real_images=True']
+    env = dict(os.environ,
+               XLA_FLAGS='--xla_force_host_platform_device_count=1',
+               PYTHONPATH=_REPO)
+    result = subprocess.run(command, env=env, capture_output=True, text=True,
+                            check=False, timeout=600)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(workdir, 'metrics_latest.json')) as f:
+      written = json.load(f)
+    self.assertEqual(written['miou_segmenter'], 'drn_d_105')
+    self.assertEqual(written['miou_protocol'], 'synthetic/identity')
+    self.assertBetween(written['miou'], 0.0, 1.0)
+    self.assertBetween(written['miou_real'], 0.0, 1.0)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from oasis_jax import weights
-from oasis_jax.segmenters import convert
 from oasis_jax.segmenters import deeplab
 from oasis_jax.segmenters import drn
 from oasis_jax.segmenters import layers

@@ -4,6 +4,7 @@ Modes (the first positional argument):
   checkpoint  (the default) metrics of a training run's saved generator:
         python -m oasis_jax.evaluate --workdir=DIR [--config=configs/X.py] \
             [--checkpoint=best|latest|STEP] [--segmenter=model.onnx] \
+            [--segmenter_network=NAME --segmenter_weights=FILE] \
             [--num_diversity_maps=K]
         FID (when config.eval.inception_weights or --inception_weights is
         set), mIoU of the ONNX segmenter, the discriminator's proxy mIoU and
@@ -53,6 +54,13 @@ _CHECKPOINT = flags.DEFINE_string(
 _SEGMENTER = flags.DEFINE_string(
     'segmenter', '', 'checkpoint: an ONNX segmenter for mIoU (NCHW images '
     'normalised with the ImageNet mean/std in, class scores or ids out).')
+_SEGMENTER_NETWORK = flags.DEFINE_enum(
+    'segmenter_network', None, ['drn_d_105', 'upernet101', 'deeplabv2_msc'],
+    'checkpoint: the paper\'s segmenter for mIoU (overrides '
+    'config.eval.segmenter); docs/evaluation.md.')
+_SEGMENTER_WEIGHTS = flags.DEFINE_string(
+    'segmenter_weights', '', 'checkpoint: its weights (overrides '
+    'config.eval.segmenter_weights).')
 _NUM_DIVERSITY_MAPS = flags.DEFINE_integer(
     'num_diversity_maps', 0,
     'checkpoint: label maps of the diversity (MS-SSIM) metric; 0: none.')
@@ -86,6 +94,10 @@ def _run_checkpoint() -> None:
     config.eval.inception_weights = _INCEPTION_WEIGHTS.value
   if flags.FLAGS['verify_inception_weights'].present:
     config.eval.verify_inception_weights = _VERIFY_WEIGHTS.value
+  if _SEGMENTER_NETWORK.value:
+    config.eval.segmenter = _SEGMENTER_NETWORK.value
+  if _SEGMENTER_WEIGHTS.value:
+    config.eval.segmenter_weights = _SEGMENTER_WEIGHTS.value
   results = suite.evaluate_checkpoint(
       workdir, _CHECKPOINT.value, config=config, segmenter=_SEGMENTER.value,
       num_diversity_maps=_NUM_DIVERSITY_MAPS.value,

@@ -38,6 +38,7 @@ from oasis_jax.training import train
 from oasis_jax.pretrained import inception_weights
 from oasis_jax.pretrained import vgg_weights
 from oasis_jax.evaluation import fid as fid_evaluator
+from oasis_jax.evaluation import miou as miou_evaluator
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Training configuration file (configs/*.py).',
@@ -71,6 +72,9 @@ def describe_devices() -> str:
 def create_evaluate_fn(config, workdir, mesh=None):
   """The run's FID evaluate_fn, or None when config.eval.fid_every_steps <= 0.
 
+  With config.eval.segmenter set, it also returns that segmenter's mIoU of
+  the same images ('miou', usable as config.eval.best_metric).
+
   Checks the Inception weights file first, so that a missing or wrong file
   stops the run at start-up, before any training.
 
@@ -90,8 +94,13 @@ def create_evaluate_fn(config, workdir, mesh=None):
   inception_weights.check_inception_weights(
       config.eval.inception_weights,
       verify_sha256=config.eval.verify_inception_weights)
+  miou_evaluator.check_segmenter_weights(config)
   mesh = sharding.make_mesh() if mesh is None else mesh
-  return fid_evaluator.make_fid_evaluator(config, mesh, workdir)
+  fid = fid_evaluator.make_fid_evaluator(config, mesh, workdir)
+  if not config.eval.segmenter:
+    return fid
+  return miou_evaluator.FidAndMiou(fid,
+                                   miou_evaluator.SegmenterMiou(config, mesh))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -37,6 +37,10 @@ class ValidateTest(parameterized.TestCase):
        "('folder', 'tfds')"),
       ('data', 'dontcare_id', -2, 'config.data.dontcare_id=-2: expected a '
        'class id, or -1 (none)'),
+      ('eval', 'segmenter', 'pspnet', "config.eval.segmenter='pspnet': "
+       "expected '' (none), 'drn_d_105', 'upernet101' or 'deeplabv2_msc'"),
+      ('eval', 'segmenter_dtype', 'float16', "config.eval.segmenter_dtype="
+       "'float16': expected 'float32' or 'bfloat16'"),
       ('optim', 'lr_g', 0.0, 'config.optim.lr_g=0.0: expected a positive '
        'number'),
   )

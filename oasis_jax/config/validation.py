@@ -71,6 +71,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
                             'a positive integer or -1 (the whole split)'),
     'eval.batch_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
     'eval.best_mode': (lambda v: v in ('min', 'max'), "'min' or 'max'"),
+    'eval.segmenter': (
+        lambda v: v in ('', 'drn_d_105', 'upernet101', 'deeplabv2_msc'),
+        "'' (none), 'drn_d_105', 'upernet101' or 'deeplabv2_msc'"),
+    'eval.segmenter_dtype': (lambda v: v in ('float32', 'bfloat16'),
+                             "'float32' or 'bfloat16'"),
 }
 
 

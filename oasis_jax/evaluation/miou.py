@@ -1,13 +1,16 @@
-"""mIoU of generated images: an ONNX segmenter's and the discriminator's own.
+"""mIoU of generated images: the paper's segmenters', an ONNX one's, D's own.
 
-Both compare a segmentation of the generated images with the label maps they
-were generated from: the ONNX segmenter (`segmentation.OnnxSegmenter`) under
-the data set's protocol (`segmentation.PROTOCOLS`, or the identity on its
+Each compares a segmentation of the generated images with the label maps
+they were generated from: the paper's segmenters in Flax
+(`config.eval.segmenter`, evaluation/segmenters/, on the devices, under the
+data set's protocol in segmenters/protocol.py), an ONNX segmenter
+(`segmentation.OnnxSegmenter`) under `segmentation.PROTOCOLS` (or the identity on the
 classes), and the OASIS discriminator's own segmentation (argmax over its N
 real-class logits), a proxy that needs no external network.
-`config.data.dontcare_id` is ignored by both.
+`config.data.dontcare_id` is ignored by all.
 """
 
+import dataclasses
 import functools
 import os
 from typing import Any, Optional
@@ -23,6 +26,16 @@ from oasis_jax.runtime import batching
 from oasis_jax.evaluation import segmentation
 from oasis_jax.runtime import sharding
 from oasis_jax.evaluation import common
+from oasis_jax.evaluation.segmenters import networks as segmenter_networks
+from oasis_jax.evaluation.segmenters import protocol as segmenter_protocol
+
+SEGMENTER_WEIGHTS_KEY = 'config.eval.segmenter_weights'
+
+# The protocol whose input normalisation a segmenter keeps on a data set
+# without one of its own (the label map is then the identity).
+_HOME_PROTOCOL = {'drn_d_105': ('cityscapes', ''),
+                  'upernet101': ('ade20k', 'single_scale'),
+                  'deeplabv2_msc': ('coco_stuff', '')}
 
 
 def dontcare_id(config) -> Optional[int]:
@@ -113,6 +126,8 @@ class MiouEvaluator:
     n = self._num_classes
     self._conf_d = np.zeros((n, n), np.int64)
     self._conf_seg = np.zeros((self._protocol.num_classes,) * 2, np.int64)
+    self._flax = (SegmenterMiou(config, mesh)
+                  if config.eval.segmenter else None)
 
   def add(self, batch: dict[str, Any], images: jax.Array) -> None:
     """One global batch ('label', 'valid') and its generated images."""
@@ -127,6 +142,8 @@ class MiouEvaluator:
       self._conf_seg += segmentation.segmentation_confusion(
           self._onnx, batching.to_host(images)[valid], labels,
           self._protocol)
+    if self._flax is not None:
+      self._flax.add(batch, images)
 
   def results(self) -> dict[str, Any]:
     """'miou_discriminator', and with a segmenter 'miou' and its protocol."""
@@ -138,12 +155,135 @@ class MiouEvaluator:
           "not available: config.discriminator.kind='spade' (SPADE's "
           'PatchGAN does not segment); use an ONNX segmenter for mIoU')}
     if self._onnx is not None:
-      out['miou'] = segmentation.mean_iou(self._conf_seg)
-      out['miou_segmenter'] = os.path.abspath(self._segmenter_path)
-      out['miou_protocol'] = self._protocol.name
+      # With a Flax segmenter too, the ONNX one's keys get an '_onnx' suffix.
+      suffix = '_onnx' if self._flax is not None else ''
+      out['miou' + suffix] = segmentation.mean_iou(self._conf_seg)
+      out['miou_segmenter' + suffix] = os.path.abspath(self._segmenter_path)
+      out['miou_protocol' + suffix] = self._protocol.name
+    if self._flax is not None:
+      out.update(self._flax.results())
     out.update(group_mious(
         self._config, self._protocol,
         self._conf_seg if self._onnx is not None else None,
         self._conf_d if self._discriminator is not None else None,
         self._dontcare))
     return out
+
+
+def flax_segmenter_protocol(config, num_classes: int
+                            ) -> segmenter_protocol.Protocol:
+  """The protocol of config.eval.segmenter on the configured data set.
+
+  A data set of the table gets its protocol (variant
+  config.eval.segmenter_protocol, '' its default); any other keeps the
+  segmenter's own input normalisation with the identity on its classes
+  (config.data.dontcare_id ignored), at the generated size.
+  """
+  name, variant = config.eval.segmenter, config.eval.segmenter_protocol
+  if config.data.name in segmenter_protocol.PROTOCOLS:
+    protocol = segmenter_protocol.get(config.data.name, variant)
+    if protocol.network != name:
+      raise ValueError(
+          f'config.eval.segmenter={name!r} does not fit the protocol '
+          f'{protocol.name} (segmenter {protocol.network}).')
+    return protocol
+  home = segmenter_protocol.get(*_HOME_PROTOCOL[name])
+  table = list(range(int(config.data.num_classes)))
+  dontcare = dontcare_id(config)
+  if dontcare is not None:
+    table[dontcare] = segmenter_protocol.IGNORE_ID
+  return dataclasses.replace(
+      home, name=f'{config.data.name}/identity', num_classes=num_classes,
+      label_map=tuple(table), short_sides=(), long_side=0)
+
+
+def check_segmenter_weights(config) -> None:
+  """Fails (one line naming the file and the config key) when
+  config.eval.segmenter is set and its weight file is missing."""
+  name = config.eval.segmenter
+  if not name:
+    return
+  segmenter_networks.get(name)
+  paths = config.eval.segmenter_weights.split(',')
+  for path in paths:
+    if not path or not os.path.isfile(path):
+      raise segmenter_networks.MissingSegmenterWeightsError(
+          f'{path or "(no path)"}: no such file; set {SEGMENTER_WEIGHTS_KEY} '
+          f'to the {name} weights ({segmenter_networks.get(name).published}, '
+          'or its .npz; docs/evaluation.md).')
+
+
+def _batch_confusion(variables, images, labels, valid, *, protocol, dtype):
+  """One global batch's confusion matrix; padding examples not counted."""
+  if images.dtype == jnp.uint8:  # Real images.
+    images = images.astype(jnp.float32) / 127.5 - 1
+  labels = jnp.where(valid[:, None, None], labels, -1)  # -1: ignored.
+  return segmenter_protocol.segment(protocol, variables, images, labels,
+                                    dtype=dtype)
+
+
+class SegmenterMiou:
+  """mIoU of config.eval.segmenter on generated (and real) images.
+
+  The segmenter runs on the devices, the batch split over 'data' like the
+  FID's Inception; `add` per global batch, `results` at the end.
+  """
+
+  def __init__(self, config, mesh: jax.sharding.Mesh):
+    check_segmenter_weights(config)
+    self.name = config.eval.segmenter
+    dtype = jnp.dtype(config.eval.segmenter_dtype)
+    model, variables = segmenter_networks.load(
+        self.name, config.eval.segmenter_weights, dtype=dtype,
+        setting=SEGMENTER_WEIGHTS_KEY)
+    self.protocol = flax_segmenter_protocol(config, model.num_classes)
+    self._real = bool(config.eval.segmenter_real_images)
+    batch = sharding.batch_sharding(mesh)
+    self._segment = jax.jit(
+        functools.partial(_batch_confusion, protocol=self.protocol,
+                          dtype=dtype),
+        in_shardings=(sharding.replicated(mesh), batch, batch, batch),
+        out_shardings=sharding.replicated(mesh))
+    self._batch_sharding = batch
+    self._variables = jax.device_put(variables, sharding.replicated(mesh))
+    self.reset()
+
+  def reset(self) -> None:
+    n = self.protocol.num_classes
+    self.confusion = np.zeros((n, n), np.int64)
+    self.confusion_real = np.zeros((n, n), np.int64)
+
+  def add(self, batch: dict[str, Any], images: jax.Array) -> None:
+    """One global batch ('label', 'valid', 'image') and its generated images."""
+    valid = jax.device_put(np.asarray(batch['valid'], bool),
+                           self._batch_sharding)
+    self.confusion += batching.to_host(self._segment(
+        self._variables, images, batch['label'], valid))
+    if self._real:
+      self.confusion_real += batching.to_host(self._segment(
+          self._variables, batch['image'], batch['label'], valid))
+
+  def results(self) -> dict[str, Any]:
+    """'miou' (and 'miou_real'), the segmenter and protocol names."""
+    out = {'miou': segmentation.mean_iou(self.confusion),
+           'miou_segmenter': self.name,
+           'miou_protocol': self.protocol.name}
+    if self._real:
+      out['miou_real'] = segmentation.mean_iou(self.confusion_real)
+    return out
+
+
+class FidAndMiou:
+  """Training's evaluate_fn: FID and the segmenter's mIoU on the same images."""
+
+  def __init__(self, fid_evaluator, segmenter_miou: SegmenterMiou):
+    self.fid_evaluator = fid_evaluator
+    self.segmenter_miou = segmenter_miou
+
+  def __call__(self, state, step: int) -> dict[str, float]:
+    del step
+    self.segmenter_miou.reset()
+    fid = self.fid_evaluator.fid_of(common.generator_variables(state),
+                                    on_batch=self.segmenter_miou.add)
+    out = {'fid': fid, **self.segmenter_miou.results()}
+    return {k: v for k, v in out.items() if not isinstance(v, str)}

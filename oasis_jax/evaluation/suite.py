@@ -44,8 +44,9 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   The EMA generator (BN statistics refreshed for its step, as in training)
   generates the validation split's first config.eval.num_fid_images images
   with the FID noise; on them are computed FID (when
-  config.eval.inception_weights is set), mIoU of the ONNX `segmenter` (when
-  given) and the proxy mIoU of the checkpoint's discriminator
+  config.eval.inception_weights is set), mIoU of config.eval.segmenter
+  (the paper's segmenters) and of the ONNX `segmenter` (when given) and the
+  proxy mIoU of the checkpoint's discriminator
   ('miou_discriminator': argmax over its N real-class logits vs the input
   label, don't care ignored; None with a note for the SPADE D, which does
   not segment). Diversity: `evaluators.diversity`.
@@ -54,7 +55,7 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
     workdir: the training run's folder.
     checkpoint: 'best', 'latest' or a step.
     config: the run's config (default: workdir/config.json).
-    segmenter: an .onnx segmenter (metrics.OnnxSegmenter), '' for none.
+    segmenter: an .onnx segmenter (segmentation.OnnxSegmenter), '' for none.
     num_diversity_maps: label maps of the diversity metric (0: none).
     num_diversity_samples: images per label map for diversity.
     mesh: the device mesh (default: all devices).
@@ -72,6 +73,7 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   if weights:  # Fail before restoring anything.
     inception_weights.check_inception_weights(
         weights, verify_sha256=config.eval.verify_inception_weights)
+  miou_evaluator.check_segmenter_weights(config)
   spec = name if name in ('best', 'latest') else int(name)
   directory, step = checkpointing.find_checkpoint(workdir, spec)
   _, gen_vars, info = synthesis.load_workdir_generator(workdir, spec,

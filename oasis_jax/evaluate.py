@@ -14,6 +14,16 @@ Modes (the first positional argument):
   fid   FID between two image folders:
         python -m oasis_jax.evaluate fid --real=DIR --fake=DIR \
             --inception_weights=pt_inception-2015-12-05-6726825d.pth
+  miou  mIoU of a folder of generated images with their label maps:
+        python -m oasis_jax.evaluate miou --config=configs/ade20k.py \
+            --images=DIR --labels=DIR --segmenter_network=upernet101 \
+            --segmenter_weights=ENCODER,DECODER [--segmenter_protocol=NAME] \
+            [--segmenter_dtype=bfloat16] [--batch_size=N] [--out=FILE.json]
+        Images and label maps are paired by file stem; the label maps are
+        read as the config's data set reads them in training; the paper's
+        segmenter under the data set's protocol, as in the checkpoint mode
+        (evaluation/miou_folder.py). Prints (and with --out writes) the
+        mIoU and the IoU of each class.
 """
 
 import json
@@ -28,6 +38,9 @@ from oasis_jax.runtime import compilation_cache
 from oasis_jax.evaluation import suite
 from oasis_jax.runtime import fatal
 from oasis_jax.evaluation import frechet
+from oasis_jax.evaluation import miou
+from oasis_jax.evaluation import miou_folder
+from oasis_jax.runtime import sharding
 
 # Folder mode ('fid').
 _REAL = flags.DEFINE_string(
@@ -39,13 +52,21 @@ _INCEPTION_WEIGHTS = flags.DEFINE_string(
     'pytorch-fid\'s pt_inception-2015-12-05-6726825d.pth, or its .npz '
     '(checkpoint: overrides config.eval.inception_weights).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 50,
-                                   'fid: images per forward pass.')
+                                   'fid, miou: images per forward pass.')
 _VERIFY_WEIGHTS = flags.DEFINE_bool(
     'verify_inception_weights', True,
     'Check the Inception weights\' SHA-256 (off only for other weights, '
     'e.g. tests; their FIDs are not comparable with published ones).')
 _CACHE_DIR = flags.DEFINE_string(
     'fid_cache_dir', '', 'fid: cache the real folder\'s statistics here.')
+
+# Folder mode ('miou').
+_IMAGES = flags.DEFINE_string(
+    'images', '', 'miou: folder of generated images (paired by file stem).')
+_LABELS = flags.DEFINE_string(
+    'labels', '', 'miou: folder of their label maps (the data set\'s files).')
+_OUT = flags.DEFINE_string('out', '', 'miou: also write the results here '
+                           '(JSON).')
 
 # Checkpoint mode. (--config and --workdir are defined when run as a program,
 # `define_checkpoint_flags`: oasis_jax.main defines flags of the same names.)
@@ -56,11 +77,18 @@ _SEGMENTER = flags.DEFINE_string(
     'normalised with the ImageNet mean/std in, class scores or ids out).')
 _SEGMENTER_NETWORK = flags.DEFINE_enum(
     'segmenter_network', None, ['drn_d_105', 'upernet101', 'deeplabv2_msc'],
-    'checkpoint: the paper\'s segmenter for mIoU (overrides '
+    'checkpoint, miou: the paper\'s segmenter for mIoU (overrides '
     'config.eval.segmenter); docs/evaluation.md.')
 _SEGMENTER_WEIGHTS = flags.DEFINE_string(
-    'segmenter_weights', '', 'checkpoint: its weights (overrides '
+    'segmenter_weights', '', 'checkpoint, miou: its weights (overrides '
     'config.eval.segmenter_weights).')
+_SEGMENTER_PROTOCOL = flags.DEFINE_string(
+    'segmenter_protocol', None, 'checkpoint, miou: the protocol variant '
+    '(overrides config.eval.segmenter_protocol; evaluation/segmenters/'
+    'protocol.py).')
+_SEGMENTER_DTYPE = flags.DEFINE_enum(
+    'segmenter_dtype', None, ['float32', 'bfloat16'], 'checkpoint, miou: '
+    'the segmenter\'s compute dtype (overrides config.eval.segmenter_dtype).')
 _NUM_DIVERSITY_MAPS = flags.DEFINE_integer(
     'num_diversity_maps', 0,
     'checkpoint: label maps of the diversity (MS-SSIM) metric; 0: none.')
@@ -81,6 +109,18 @@ def _flag(name: str):
   return flags.FLAGS[name].value if name in flags.FLAGS else None
 
 
+def _override_segmenter(config) -> None:
+  """config.eval's segmenter keys from the --segmenter_* flags given."""
+  if _SEGMENTER_NETWORK.value:
+    config.eval.segmenter = _SEGMENTER_NETWORK.value
+  if _SEGMENTER_WEIGHTS.value:
+    config.eval.segmenter_weights = _SEGMENTER_WEIGHTS.value
+  if _SEGMENTER_PROTOCOL.value is not None:
+    config.eval.segmenter_protocol = _SEGMENTER_PROTOCOL.value
+  if _SEGMENTER_DTYPE.value:
+    config.eval.segmenter_dtype = _SEGMENTER_DTYPE.value
+
+
 def _run_checkpoint() -> None:
   workdir = _flag('workdir')
   if not workdir:
@@ -94,10 +134,7 @@ def _run_checkpoint() -> None:
     config.eval.inception_weights = _INCEPTION_WEIGHTS.value
   if flags.FLAGS['verify_inception_weights'].present:
     config.eval.verify_inception_weights = _VERIFY_WEIGHTS.value
-  if _SEGMENTER_NETWORK.value:
-    config.eval.segmenter = _SEGMENTER_NETWORK.value
-  if _SEGMENTER_WEIGHTS.value:
-    config.eval.segmenter_weights = _SEGMENTER_WEIGHTS.value
+  _override_segmenter(config)
   results = suite.evaluate_checkpoint(
       workdir, _CHECKPOINT.value, config=config, segmenter=_SEGMENTER.value,
       num_diversity_maps=_NUM_DIVERSITY_MAPS.value,
@@ -111,10 +148,31 @@ def _run_fid_folders() -> None:
            cache_dir=_CACHE_DIR.value or None)
 
 
+def _run_miou_folder() -> None:
+  config = _flag('config')
+  if config is None or not (_IMAGES.value and _LABELS.value):
+    raise app.UsageError('The miou mode needs --config=FILE, --images=DIR '
+                         'and --labels=DIR.')
+  _override_segmenter(config)
+  if not config.eval.segmenter:
+    raise app.UsageError('The miou mode needs --segmenter_network (or '
+                         'config.eval.segmenter).')
+  config.eval.segmenter_real_images = False  # The images are all there is.
+  miou.check_segmenter_weights(config, setting='--segmenter_weights')
+  results = miou_folder.evaluate(config, _IMAGES.value, _LABELS.value,
+                                 _BATCH_SIZE.value, sharding.make_mesh())
+  text = json.dumps(results, indent=2, sort_keys=True)
+  print(text)
+  if _OUT.value:
+    with open(_OUT.value, 'w') as f:
+      f.write(text + '\n')
+
+
 # Mode name -> function run with the parsed flags.
 MODES: dict[str, Callable[[], None]] = {
     'checkpoint': _run_checkpoint,
     'fid': _run_fid_folders,
+    'miou': _run_miou_folder,
 }
 DEFAULT_MODE = 'checkpoint'  # When no mode is given.
 

@@ -7,7 +7,6 @@ numpy from the segmenter's own outputs. The checkpoint mode
 (`suite.evaluate_checkpoint`) is run once, with DRN-D-105.
 """
 
-import functools
 import json
 import os
 import shutil
@@ -30,13 +29,10 @@ from oasis_jax.runtime import sharding
 from oasis_jax.evaluation import miou as miou_evaluator
 from oasis_jax.evaluation.segmenters import networks
 from oasis_jax.evaluation.segmenters import protocol as protocol_lib
-from oasis_jax.evaluation.segmenters import upernet
 import segmenter_fixtures
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TINY = os.path.join(_REPO, 'configs', 'tiny.py')
-_FOLDER = {'drn_d_105': 'drn_d_105', 'upernet101': 'upernet101',
-           'deeplabv2_msc': 'deeplabv2_msc'}
 # The segmenters' own input normalisation (on 0..255 pixels) and channels.
 _NORMALISE = {
     'drn_d_105': (False, 1 / 255, protocol_lib.CITYSCAPES_MEAN,
@@ -46,17 +42,7 @@ _NORMALISE = {
     'deeplabv2_msc': (True, 1.0, protocol_lib.CAFFE_BGR_MEAN, (1, 1, 1))}
 
 
-@functools.cache
-def _weights_file(name: str) -> str:
-  """The fixture-rule weights of `name` as an .npz (reference key names)."""
-  folder = segmenter_fixtures.SHARED_DIR / _FOLDER[name]
-  states = segmenter_fixtures.state_dicts(segmenter_fixtures.read_meta(folder))
-  state = (upernet.merge_state_dicts(states['encoder'], states['decoder'])
-           if name == upernet.NAME else states['model'])
-  path = os.path.join(tempfile.mkdtemp(prefix='segmenter_weights_'),
-                      f'{name}.npz')
-  np.savez(path, **state)
-  return path
+_weights_file = segmenter_fixtures.weights_npz
 
 
 def _config(name: str, real: bool = False):

@@ -6,12 +6,16 @@ its README describes; the weights are not stored but regenerated here from
 the README's rule `splitmix64-uniform-v1`.
 """
 
+import functools
 import hashlib
 import json
 import os
 import pathlib
+import tempfile
 
 import numpy as np
+
+from oasis_jax.evaluation.segmenters import upernet
 
 _SHARED = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared'
 SHARED_DIR = _SHARED / 'parity' / 'segmenters'
@@ -82,3 +86,16 @@ def load_arrays(folder) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   with np.load(folder / 'outputs.npz') as f:
     outputs = dict(f)
   return x, outputs
+
+
+@functools.cache
+def weights_npz(name: str) -> str:
+  """The rule-filled weights of segmenter `name` (its shared fixture
+  folder's) as the .npz a user converts (reference key names)."""
+  states = state_dicts(read_meta(SHARED_DIR / name))
+  state = (upernet.merge_state_dicts(states['encoder'], states['decoder'])
+           if name == upernet.NAME else states['model'])
+  path = os.path.join(tempfile.mkdtemp(prefix='segmenter_weights_'),
+                      f'{name}.npz')
+  np.savez(path, **state)
+  return path

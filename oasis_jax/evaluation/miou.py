@@ -197,9 +197,11 @@ def flax_segmenter_protocol(config, num_classes: int
       label_map=tuple(table), short_sides=(), long_side=0)
 
 
-def check_segmenter_weights(config) -> None:
-  """Fails (one line naming the file and the config key) when
-  config.eval.segmenter is set and its weight file is missing."""
+def check_segmenter_weights(config,
+                            setting: str = SEGMENTER_WEIGHTS_KEY) -> None:
+  """Fails (one line naming the file and `setting`, the config key or flag
+  that sets it) when config.eval.segmenter is set and its weight file is
+  missing."""
   name = config.eval.segmenter
   if not name:
     return
@@ -208,7 +210,7 @@ def check_segmenter_weights(config) -> None:
   for path in paths:
     if not path or not os.path.isfile(path):
       raise segmenter_networks.MissingSegmenterWeightsError(
-          f'{path or "(no path)"}: no such file; set {SEGMENTER_WEIGHTS_KEY} '
+          f'{path or "(no path)"}: no such file; set {setting} '
           f'to the {name} weights ({segmenter_networks.get(name).published}, '
           'or its .npz; docs/evaluation.md).')
 

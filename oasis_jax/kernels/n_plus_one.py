@@ -31,16 +31,8 @@ def loss(logits: jax.Array, label: jax.Array, *, real: bool,
   pass is one elementwise pass over the logits. Apart from the gradient
   itself nothing logits-sized is made (no one-hot, no log-softmax, no
   float32 copy of bfloat16 logits), so the cost stays that of the logits
-  with 1205 classes (LVIS).
-
-  Args:
-    logits: [B, H, W, N+1] discriminator outputs, channel 0 the fake class.
-    label: [B, H, W] integer class ids in [0, N).
-    real: targets are class id + 1 (True) or the fake class 0 (False).
-    weights: optional [B, H, W] per-pixel weights (class balancing).
-
-  Returns:
-    The float32 scalar loss.
+  with 1205 classes (LVIS). Arguments as `losses.n_plus_one_loss`; returns
+  the float32 scalar loss (float64 for float64 logits).
   """
   targets = _targets(label, real)
   dtype = jnp.promote_types(logits.dtype, jnp.float32)  # float64 kept.

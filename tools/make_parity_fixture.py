@@ -99,7 +99,7 @@ _BASE = dict(dataset='ade20k', crop=64, semantic_nc=12, z_dim=8,
              no_labelmix=False, lambda_labelmix=None, ema_decay=None,
              lr_g=None, lr_d=None, d_channels=(3, 8, 8, 16, 16, 32, 32),
              d_last=8, spade_hidden=8, seeds=(0, 1, 5), pth=False,
-             compress=False)
+             compact=False)
 
 # None in lambda_labelmix, ema_decay, lr_g, lr_d: the official default of
 # the data set. seeds: (model init, data, LabelMix).
@@ -111,10 +111,12 @@ PRESETS = {
     'tiny_variants': dict(_BASE, semantic_nc=10, param_free_norm='instance',
                           no_3dnoise=True, no_balancing=True,
                           seeds=(2, 3, 5)),
-    # The fixture committed under tests/fixtures/parity/ (about 1.5 MB).
+    # The fixture committed under tests/fixtures/parity/: about the smallest
+    # sizes the official code runs (64x64 for the discriminator's six
+    # poolings), with the official pattern of learned shortcuts, compact.
     'committed': dict(_BASE, semantic_nc=4, z_dim=2, channels_G=1, batch=1,
-                      d_channels=(3, 4, 4, 8, 8, 8, 8), d_last=4,
-                      spade_hidden=4, compress=True),
+                      d_channels=(3, 2, 2, 4, 4, 8, 8), d_last=2,
+                      spade_hidden=4, compact=True),
     # The official widths and class count of ADE20K at 64x64 (slow on CPU).
     'official': dict(_BASE, semantic_nc=151, z_dim=64, channels_G=64,
                      d_channels=_OFFICIAL_D_CHANNELS, d_last=64,
@@ -143,6 +145,19 @@ _NOTES = {
                'netG.named_parameters())',
     'D_grads': 'dLoss_D/dparam of the D step (keys = '
                'netD.named_parameters())',
+}
+
+# Arrays (file.array) and files equal to another one bit for bit by
+# construction; a compact fixture stores only the target and lists these in
+# meta.json's "aliases".
+_ALIASES = {
+    'outputs.D_real_eval_after_train_fwd': 'outputs.D_real_train',
+    'outputs.D_fake_eval_after_train_fwd': 'outputs.D_fake_train',
+    'outputs.labelmix_mask': 'inputs.labelmix_mask',
+    'train_step.gstep_fake': 'outputs.G_train',
+    'train_step.gstep_D_fake': 'outputs.D_fake_train',
+    'train_step.labelmix_mask': 'inputs.labelmix_mask',
+    'EMA_init': 'G_init',
 }
 
 _BUFFER_SUFFIXES = ('weight_u', 'weight_v', 'running_mean', 'running_var',
@@ -293,6 +308,28 @@ def grads(net):
   return {k: _np(params[k].grad if params[k].grad is not None
                  else torch.zeros_like(params[k]))
           for k in net.state_dict() if k in params}
+
+
+def drop_aliases(files):
+  """Drops the arrays and files of _ALIASES that equal their target."""
+  dropped = {}
+  for alias, target in _ALIASES.items():
+    (a_file, _, a_key), (t_file, _, t_key) = (alias.partition('.'),
+                                              target.partition('.'))
+    a = files.get(a_file, {}) if a_key else files
+    t = files[t_file] if t_key else files
+    a_key, t_key = a_key or a_file, t_key or t_file
+    if a_key in a and _identical(a[a_key], t[t_key]):
+      del a[a_key]
+      dropped[alias] = target
+  return dropped
+
+
+def _identical(a, b):
+  if isinstance(a, dict):
+    return (list(a) == list(b)
+            and all(_identical(a[k], b[k]) for k in a))
+  return a.dtype == b.dtype and np.array_equal(a, b)
 
 
 def _load(net, arrays, dtype):
@@ -504,7 +541,15 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
 
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  save = np.savez_compressed if p['compress'] else np.savez
+  if (out / 'meta.json').exists():  # Remake a fixture: no stale files.
+    for f in [*out.glob('*.npz'), *out.glob('*.pth'), out / 'meta.json']:
+      f.unlink()
+  elif any(out.iterdir()):
+    raise SystemExit(f'{out} is not empty and holds no fixture')
+  save = np.savez_compressed if p['compact'] else np.savez
+  aliases = {}
+  if p['compact']:
+    aliases = drop_aliases(files)
   listing = {}
   for key in ('G_init', 'D_init', 'EMA_init', 'inputs', 'outputs',
               'G_after_train_fwd_buffers', 'D_after_train_fwd_buffers',
@@ -569,7 +614,7 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
       'ema_decay': opt.EMA_decay, 'lr_g': opt.lr_g, 'lr_d': opt.lr_d,
       'beta1': opt.beta1, 'beta2': opt.beta2, 'adam_eps': 1e-8,
       'batch_size': opt.batch_size,
-      'args': dict(p, preset_dtype=dtype,
+      'args': dict(p, dtype=dtype,
                    init_from=str(init_from) if init_from else None),
       'seeds': {'model_init': seed_model, 'data': seed_data,
                 'labelmix': seed_labelmix},
@@ -589,9 +634,13 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
                    'bits': np.asarray(bits).tolist(),
                    'quirk_pixels': quirk},
       'files': listing,
+      'aliases': aliases,
       'seconds': round(time.time() - start, 1),
   }
-  (out / 'meta.json').write_text(json.dumps(meta, indent=1) + '\n')
+  if p['compact']:  # The arrays' names, shapes and dtypes are in the files.
+    del meta['files']
+  (out / 'meta.json').write_text(
+      json.dumps(meta, indent=None if p['compact'] else 1) + '\n')
   return meta
 
 
@@ -613,7 +662,7 @@ def main(argv=None):
   parser.add_argument('--no_pth', action='store_true',
                       help='no .pth copies of the state dicts')
   args = parser.parse_args(argv)
-  preset = dict(PRESETS[args.preset])
+  preset = dict(PRESETS[args.preset], preset=args.preset)
   if args.no_pth:
     preset['pth'] = False
   oasis = load_official(args.oasis)

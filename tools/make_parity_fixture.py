@@ -210,7 +210,8 @@ def load_official(root):
         raise SystemExit(f'{module.__file__}: expected "{old}" once; is this '
                          'the official OASIS code?')
       source = source.replace(old, new)
-    exec(compile(source, module.__file__, 'exec'), module.__dict__)  # pylint: disable=exec-used
+    code = compile(source, module.__file__, 'exec')
+    exec(code, module.__dict__)  # pylint: disable=exec-used
   if not hasattr(mods['models.norms'], 'torch'):
     mods['models.norms'].torch = torch
   return types.SimpleNamespace(
@@ -566,7 +567,8 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
       if p['pth'] and dtype == 'float32':
         sd = net.state_dict()
         sd = type(sd)((k, torch.from_numpy(v)) for k, v in arrays.items())
-        sd._metadata = net.state_dict()._metadata  # pylint: disable=protected-access
+        # PyTorch's module versions (spectral norm's hook version).
+        sd._metadata = net.state_dict()._metadata  # pylint: disable=W0212
         torch.save(sd, out / f'{key}.pth')
         names.insert(0, f'{key}.pth')
       entry = {'num_keys': len(arrays),

@@ -102,7 +102,8 @@ _BASE = dict(dataset='ade20k', crop=64, semantic_nc=12, z_dim=8,
              compact=False)
 
 # None in lambda_labelmix, ema_decay, lr_g, lr_d: the official default of
-# the data set. seeds: (model init, data, LabelMix).
+# the data set. seeds: (model init, data, LabelMix). pth: which state dicts
+# also get a .pth copy (True: all).
 PRESETS = {
     # The three fixtures of ../shared/parity/.
     'tiny_square': dict(_BASE, pth=True),
@@ -116,7 +117,7 @@ PRESETS = {
     # poolings), with the official pattern of learned shortcuts, compact.
     'committed': dict(_BASE, semantic_nc=4, z_dim=2, channels_G=1, batch=1,
                       d_channels=(3, 2, 2, 4, 4, 8, 8), d_last=2,
-                      spade_hidden=4, compact=True),
+                      spade_hidden=4, compact=True, pth=('D_step',)),
     # The official widths and class count of ADE20K at 64x64 (slow on CPU).
     'official': dict(_BASE, semantic_nc=151, z_dim=64, channels_G=64,
                      d_channels=_OFFICIAL_D_CHANNELS, d_last=64,
@@ -564,7 +565,8 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
     entry = {}
     if key.endswith(('_init', '_step')) and key != 'train_step':
       net = {'G': model.netG, 'D': model.netD, 'E': model.netEMA}[key[0]]
-      if p['pth'] and dtype == 'float32':
+      pth = p['pth'] if p['pth'] in (True, False) else key in p['pth']
+      if pth and dtype == 'float32':
         sd = net.state_dict()
         sd = type(sd)((k, torch.from_numpy(v)) for k, v in arrays.items())
         # PyTorch's module versions (spectral norm's hook version).

@@ -160,7 +160,9 @@ class Bounds:
   norm: str = 'max'
   # Stepped params: rel of the scale plus a floor of steps_lr * lr (Adam
   # moves an entry by at most lr; in float32 near-zero gradients anywhere in
-  # [-lr, lr], in float64 the rounding noise of analytically zero ones).
+  # [-lr, lr], in float64 the rounding noise of analytically zero ones,
+  # times 1 / adam_eps: 1.1e-10 lr measured on the float64 'committed'
+  # preset's fc/bias).
   steps_lr: float = 2.0
   steps_rel: float = 0.0
   ema: float = 1e-6
@@ -169,7 +171,7 @@ class Bounds:
 
 F64 = 1e-10
 BOUNDS_F64 = Bounds(fwd=F64, downstream=F64, loss=F64, loss_downstream=F64,
-                    grads=F64, g_buffers=F64, steps_lr=F64, steps_rel=F64,
+                    grads=F64, g_buffers=F64, steps_lr=1e-8, steps_rel=F64,
                     ema=F64, exact=1e-14)
 # The README's float32 bounds (small widths), and at the official width
 # relative Frobenius errors within the reference's own float32 spread.

@@ -1,6 +1,6 @@
 """Makes a parity fixture by running the official PyTorch OASIS code.
 
-  python tools/make_parity_fixture.py --oasis=/tmp/oasis --out=DIR \\
+  python tools/make_parity_fixture.py --oasis=OASIS_DIR --out=DIR \\
       [--preset=tiny_square] [--dtype=float32|float64] [--init_from=DIR]
 
 --oasis is a checkout of github.com/boschresearch/OASIS (only its Python

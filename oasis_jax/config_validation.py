@@ -1,6 +1,7 @@
 """Start-up checks of a run config: each bad value named, with the expected."""
 
 import math
+import os
 from typing import Any, Callable
 
 import ml_collections
@@ -28,6 +29,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     'data.load_size': (lambda v: _is_int(v) and v > 0, 'a positive integer'),
     'data.aspect_ratio': (lambda v: _is_number(v) and v > 0,
                           'a positive number'),
+    'data.prepared': (lambda v: isinstance(v, str) and (not v or
+                                                        os.path.isdir(v)),
+                      "'' or an existing folder written by python -m "
+                      'data_pipelines.prepare --out=DIR'),
     'data.num_workers': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
     'generator.channels': (lambda v: _is_int(v) and v > 0,
                            'a positive integer'),

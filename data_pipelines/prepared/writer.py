@@ -31,6 +31,7 @@ from data_pipelines.prepared import records
 # not (BENCHMARKS.md: zstd level 1 stores 2/3 of the bytes for 0.2 ms/image).
 COMPRESSIONS = {'zstd': 'group_size:1,zstd:1',
                 'none': 'group_size:1,uncompressed'}
+_CONTEXT = multiprocessing.get_context('spawn')
 _PARENT_POLL_S = 0.5
 _PROGRESS_S = 1.0  # Progress bar refresh period.
 
@@ -49,18 +50,21 @@ class Task:
     return f'shard-{self.index:05d}-of-{self.num_shards:05d}'
 
 
-def split_source(data_config, dataset, split: str):
-  """(source of decoded pairs in the folder route's order, their keys)."""
-  if dataset.name == lvis.NAME:  # Painted here: no label PNGs needed.
-    recs = dataset.records(split)
-    return (lvis.RasterizingSource(recs, dataset.decoder,
-                                   dataset.paint_order,
-                                   dataset.annotation_file(split)),
-            [r.key for r in recs])
-  del data_config
-  pairs = dataset.list_pairs(split)
-  return (data_pipelines.FolderSource(pairs, dataset.decoder),
-          [p.key for p in pairs])
+def split_items(dataset, split: str) -> list:
+  """The pairs (LVIS: records) of a split, in the folder route's order."""
+  if dataset.name == lvis.NAME:
+    return dataset.records(split)
+  return dataset.list_pairs(split)
+
+
+def items_source(dataset, split: str, items: list):
+  """The source decoding `items` as the folder route does (LVIS: painted
+  here, no label PNGs needed)."""
+  if dataset.name == lvis.NAME:
+    return lvis.RasterizingSource(items, dataset.decoder,
+                                  dataset.paint_order,
+                                  dataset.annotation_file(split))
+  return data_pipelines.FolderSource(items, dataset.decoder)
 
 
 # Set in each writing process by _init_worker.
@@ -86,10 +90,13 @@ def shard_file(out: str, task: Task) -> str:
   return os.path.join(out, task.split, f'{task.name}.array_record')
 
 
-def write_shard(task: Task) -> dict[str, Any]:
-  """Writes one shard (temporary name, then renamed) and its sidecar."""
-  source = _STATE['sources'][task.split]
-  keys = _STATE['keys'][task.split]
+def write_shard(job: tuple[Task, Any, list[str]]) -> dict[str, Any]:
+  """Writes one shard (temporary name, then renamed) and its sidecar.
+
+  Args:
+    job: (the shard, the source of its pairs, their keys).
+  """
+  task, source, keys = job
   hw = _STATE['hw'][task.split]
   dtype = _STATE['dtype']
   path = shard_file(_STATE['out'], task)
@@ -97,7 +104,7 @@ def write_shard(task: Task) -> dict[str, Any]:
   writer = array_record_module.ArrayRecordWriter(tmp, _STATE['options'])
   raw_bytes = 0
   try:
-    for i in range(task.first, task.first + task.count):
+    for i in range(task.count):
       example = source[i]
       image = transforms.resize_image(example['image'], hw)
       label = transforms.resize_label(example['label'], hw)
@@ -181,23 +188,24 @@ class Progress:
     self.stream.flush()
 
 
-def _run(tasks: list[Task], state: dict[str, Any], processes: int,
+def _run(jobs: list, state: dict[str, Any], processes: int,
          progress: Optional[Progress]) -> None:
-  """Writes the shards of `tasks`, in `processes` processes (1: here)."""
+  """Writes the shards of `jobs`, in `processes` processes (1: here).
+
+  Spawned processes (a fork of a process running JAX can hang); each job
+  carries only its own pairs.
+  """
   counter = state['counter']
   if processes <= 1:
     _init_worker(state, None)
-    for task in tasks:
-      write_shard(task)
+    for job in jobs:
+      write_shard(job)
       if progress:
         progress.update(counter.value)
     return
-  methods = multiprocessing.get_all_start_methods()
-  context = multiprocessing.get_context('fork' if 'fork' in methods
-                                        else 'spawn')
-  pool = context.Pool(processes, _init_worker, (state, os.getpid()))
+  pool = _CONTEXT.Pool(processes, _init_worker, (state, os.getpid()))
   try:
-    result = pool.map_async(write_shard, tasks, chunksize=1)
+    result = pool.map_async(write_shard, jobs, chunksize=1)
     while not result.ready():
       result.wait(_PROGRESS_S)
       if progress:
@@ -219,20 +227,20 @@ def _remove_stale(out: str, splits) -> None:
 
 
 def _plan(data_config, dataset, splits, per_shard: int,
-          compression: str) -> tuple[dict[str, Any], dict, dict]:
-  """(plan, split -> source, split -> keys) of a preparation."""
-  sources, keys, plan_splits = {}, {}, {}
+          compression: str) -> tuple[dict[str, Any], dict[str, list]]:
+  """(plan, split -> pairs or LVIS records) of a preparation."""
+  items, plan_splits = {}, {}
   for split in splits:
-    sources[split], keys[split] = split_source(data_config, dataset, split)
+    items[split] = split_items(dataset, split)
     plan_splits[split] = {
-        'num_records': len(keys[split]),
+        'num_records': len(items[split]),
         'fingerprint': manifest_lib.fingerprint(
             dataset.root, manifest_lib.source_files(dataset, split))}
   plan = {'format_version': manifest_lib.FORMAT_VERSION,
           'recipe': manifest_lib.recipe(data_config, dataset),
           'compression': compression, 'records_per_shard': per_shard,
           'splits': plan_splits}
-  return plan, sources, keys
+  return plan, items
 
 
 def _check_plan(out: str, plan: dict[str, Any]) -> None:
@@ -281,8 +289,8 @@ def prepare(data_config, out: str, splits=('train', 'val'),
   if dataset.num_classes > 65536:
     raise errors.DataError(f'num_classes={dataset.num_classes}: the prepared '
                            'format stores class ids in 16 bits.')
-  plan, sources, keys = _plan(data_config, dataset, splits,
-                              int(records_per_shard), compression)
+  plan, items = _plan(data_config, dataset, splits, int(records_per_shard),
+                      compression)
   for split in splits:
     os.makedirs(os.path.join(out, split), exist_ok=True)
   _check_plan(out, plan)
@@ -293,13 +301,18 @@ def prepare(data_config, out: str, splits=('train', 'val'),
   todo = [t for i, t in enumerate(tasks) if i % host_count == host_index
           and finished(out, t) is None]
   processes = min(num_processes or os.cpu_count() or 1, max(1, len(todo)))
-  state = {'sources': sources, 'keys': keys, 'out': out,
+  jobs = []
+  for t in todo:
+    shard = items[t.split][t.first:t.first + t.count]
+    jobs.append((t, items_source(dataset, t.split, shard),
+                 [item.key for item in shard]))
+  state = {'out': out,
            'options': COMPRESSIONS[compression],
            'dtype': records.label_dtype(dataset.num_classes),
            'hw': {s: manifest_lib.split_hw(data_config, s) for s in splits},
-           'counter': multiprocessing.Value('q', 0)}
+           'counter': _CONTEXT.Value('q', 0)}
   progress = Progress(sum(t.count for t in todo)) if log_progress else None
-  _run(todo, state, processes, progress)
+  _run(jobs, state, processes, progress)
   if progress:
     progress.update(state['counter'].value, final=True)
   infos = {t: finished(out, t) for t in tasks}

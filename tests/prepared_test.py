@@ -179,7 +179,7 @@ class RefusalTest(absltest.TestCase):
   def test_another_recipe_names_the_key_and_both_values(self):
     self.prepared.data.load_size = 24
     self._assert_one_line_error(
-        self.prepared, r'recipe\.train_hw=\[20, 20\] but this config gives '
+        self.prepared, r'recipe\.train_hw=\[20, 20\]; this config: '
         r'\[24, 24\]')
 
   def test_another_data_set_convention_is_refused(self):
@@ -195,10 +195,14 @@ class RefusalTest(absltest.TestCase):
       config_validation.validate(self.prepared)
 
   def test_source_tree_changed_since_preparing_is_refused(self):
-    testing.write_tree('ade20k', self.root, counts={'train': 6})
+    made = _manifest(self.out)['splits']['train']['fingerprint']['bytes']
+    pairs = testing.write_tree('ade20k', self.root, counts={'train': 6})
+    now = sum(os.path.getsize(p) for w in pairs['train']
+              for p in (w.image_path, w.label_path))
+    self.assertNotEqual(made, now)
     self._assert_one_line_error(
-        self.prepared, r'fingerprint\.files=10 but the train files under '
-        r'config.data.root now give 12')
+        self.prepared, rf'fingerprint\.bytes={made}; the train files under '
+        rf'config.data.root now: {now}\.')
 
   def test_unfinished_preparation_is_refused(self):
     os.remove(os.path.join(self.out, 'prepared.json'))

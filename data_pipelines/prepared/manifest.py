@@ -164,15 +164,15 @@ def check(manifest: dict[str, Any], wanted: dict[str, Any], folder: str,
     manifest: the recorded values.
     wanted: the values this run gives.
     folder: the prepared folder (for the message).
-    what: what `wanted` comes from, e.g. 'this config'.
+    what: where `wanted` comes from, e.g. 'this config'.
   """
   found = first_difference(manifest, wanted)
   if found:
     key, made, want = found
     raise errors.DataError(
-        f'{folder} was prepared with {key}={made!r} but {what} gives '
-        f'{want!r}; prepare again (python -m data_pipelines.prepare) or use '
-        'the matching config.', file=folder)
+        f'{folder} was prepared with {key}={made!r}; {what}: {want!r}. '
+        'Prepare again (python -m data_pipelines.prepare) or use the '
+        'matching config.', file=folder)
 
 
 def _files_in(folder: str) -> list[str]:

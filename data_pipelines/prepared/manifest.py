@@ -157,7 +157,8 @@ def read_manifest(folder: str) -> dict[str, Any]:
 
 
 def check(manifest: dict[str, Any], wanted: dict[str, Any], folder: str,
-          what: str) -> None:
+          what: str, hint: str = 'Prepare again (python -m '
+          'data_pipelines.prepare) or use the matching config.') -> None:
   """`DataError` naming the first key where `manifest` differs from `wanted`.
 
   Args:
@@ -165,14 +166,14 @@ def check(manifest: dict[str, Any], wanted: dict[str, Any], folder: str,
     wanted: the values this run gives.
     folder: the prepared folder (for the message).
     what: where `wanted` comes from, e.g. 'this config'.
+    hint: what to do about it.
   """
   found = first_difference(manifest, wanted)
   if found:
     key, made, want = found
     raise errors.DataError(
         f'{folder} was prepared with {key}={made!r}; {what}: {want!r}. '
-        'Prepare again (python -m data_pipelines.prepare) or use the '
-        'matching config.', file=folder)
+        f'{hint}', file=folder)
 
 
 def _files_in(folder: str) -> list[str]:

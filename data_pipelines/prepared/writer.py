@@ -87,6 +87,7 @@ def _init_worker(state: dict[str, Any], parent: Optional[int]) -> None:
 
 
 def shard_file(out: str, task: Task) -> str:
+  """The path of a shard once complete."""
   return os.path.join(out, task.split, f'{task.name}.array_record')
 
 
@@ -159,7 +160,7 @@ class Progress:
   """
 
   def __init__(self, total: int, stream=None):
-    self.total = max(1, total)
+    self.total = total
     self.stream = stream or sys.stderr
     self.start = time.time()
     self._tty = self.stream.isatty()
@@ -171,12 +172,12 @@ class Progress:
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = (self.total - done) / rate if rate > 0 else float('nan')
     eta_text = time.strftime('%H:%M:%S', time.gmtime(eta)) if rate else '?'
-    filled = int(30 * done / self.total)
+    filled = int(30 * done / max(1, self.total))
     return (f'[{"#" * filled}{"." * (30 - filled)}] {done}/{self.total} '
             f'pairs  {rate:.1f}/s  ETA {eta_text}')
 
   def update(self, done: int, final: bool = False) -> None:
-    tenth = 10 * done // self.total
+    tenth = 10 * done // max(1, self.total)
     if done == self._last_done and not (final and self._tty):
       return
     self._last_done = done
@@ -248,7 +249,8 @@ def _check_plan(out: str, plan: dict[str, Any]) -> None:
   path = os.path.join(out, manifest_lib.PLAN)
   if os.path.exists(path):
     manifest_lib.check(manifest_lib.read_json(path, 'preparation plan'),
-                       plan, out, 'this run')
+                       plan, out, 'this run',
+                       'Use another --out, or delete this folder.')
   else:
     manifest_lib.write_json(path, plan)
 

@@ -176,18 +176,18 @@ def _measure_dataset(name: str, root: str, workers: list[int]) -> tuple:
     for compression in ('none', 'zstd'):
       out = os.path.join(root, f'{name}_{compression}')
       prep[compression] = _prepare(name, tree, out, compression)
-    routes['prepared'] = os.path.join(root, f'{name}_zstd')
-    routes['prepared_none'] = os.path.join(root, f'{name}_none')
+    routes['prepared'] = os.path.join(root, f'{name}_none')
+    routes['prepared_zstd'] = os.path.join(root, f'{name}_zstd')
     print(f'{name} prepared: {prep}', flush=True)
   for route, prepared in routes.items():
-    if route not in _ROUTES.value and route != 'prepared_none':
+    if route not in _ROUTES.value and route != 'prepared_zstd':
       continue
     config = fake_trees.make_config(name, tree, prepared=prepared)
     cpu_ms = round(cpu_ms_per_image(config), 3)
     print(f'{name} {route}: {cpu_ms} ms CPU per image (one thread)',
           flush=True)
-    if route == 'prepared_none':
-      prep['none']['read_cpu_ms_per_image'] = cpu_ms
+    if route == 'prepared_zstd':
+      prep['zstd']['read_cpu_ms_per_image'] = cpu_ms
       continue
     for result in _time(name, tree, workers, prepared):
       result['cpu_ms_per_image'] = cpu_ms
@@ -207,10 +207,12 @@ def _print_tables(results: list[dict], prep: dict, sizes: list[dict]):
           f'{r["max"]:>8}{r["cpu_ms_per_image"]:>12}')
   for name, figures in prep.items():
     for compression, f in figures.items():
+      read = (f', read + crop + flip {f["read_cpu_ms_per_image"]} ms'
+              if 'read_cpu_ms_per_image' in f else '')
       print(f'{name} prepare ({compression}): '
             f'{1000 / f["cpu_ms_per_pair"]:.1f} pairs/s per core, '
             f'{f["bytes_per_pair"] / 1e3:.1f} kB per pair '
-            f'({f["raw_bytes_per_pair"] / 1e3:.1f} kB raw)')
+            f'({f["raw_bytes_per_pair"] / 1e3:.1f} kB raw){read}')
   for row in sizes:
     print(f'{row["dataset"]} full ({row["pairs"][0]} + {row["pairs"][1]}): '
           f'{row["raw_gb"]} GB raw, {row["zstd_gb"]} GB zstd')

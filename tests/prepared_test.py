@@ -11,9 +11,11 @@ import time
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import jax
 import numpy as np
 
 from configs import lvis as lvis_config
+from configs import tiny
 import data_pipelines
 from data_pipelines import inspect as inspect_lib
 from data_pipelines import testing
@@ -21,6 +23,7 @@ from data_pipelines.prepared import manifest as manifest_lib
 from data_pipelines.prepared import writer
 from oasis_jax import config_validation
 from oasis_jax import input_pipeline
+from oasis_jax import train
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUTS = ('ade20k', 'coco_stuff', 'cityscapes', 'folder', 'lvis')
@@ -155,6 +158,26 @@ class SameBatchesTest(parameterized.TestCase):
 def _manifest(folder: str) -> dict:
   with open(os.path.join(folder, 'prepared.json')) as f:
     return json.load(f)
+
+
+class TrainingTest(absltest.TestCase):
+
+  def test_training_from_the_prepared_folder_equals_the_folder_route(self):
+    tmp = _tmpdir(self)
+    root = os.path.join(tmp, 'tree')
+    testing.write_tree('folder', root, counts={'train': 4, 'val': 2},
+                       hw=(36, 40), num_classes=4)
+    config = tiny.get_config()
+    config.data.update(name='folder', root=root, load_size=36)
+    config.train.num_steps = 2
+    config.train.batch_size = config.eval.batch_size = 2
+    prepared = _prepared(config, os.path.join(tmp, 'prepared'))
+    states = [jax.device_get(train.train_and_evaluate(
+        c, os.path.join(tmp, name), num_devices=1))
+              for name, c in (('folder', config), ('prepared', prepared))]
+    self.assertEqual(int(states[1].step), 2)
+    for a, b in zip(*map(jax.tree.leaves, states), strict=True):
+      np.testing.assert_array_equal(a, b)
 
 
 class RefusalTest(absltest.TestCase):

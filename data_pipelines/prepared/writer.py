@@ -27,8 +27,9 @@ from data_pipelines import transforms
 from data_pipelines.prepared import manifest as manifest_lib
 from data_pipelines.prepared import records
 
-# ArrayRecord options: one record per chunk (random access), compressed or
-# not (BENCHMARKS.md: zstd level 1 stores 2/3 of the bytes for 0.2 ms/image).
+# ArrayRecord options: one record per chunk (random access), raw or zstd
+# level 1 (BENCHMARKS.md: zstd stores ~0.7 of the bytes but costs 0.3 ms per
+# ADE20K and 0.5 ms per Cityscapes image more to read: over the 1 ms budget).
 COMPRESSIONS = {'zstd': 'group_size:1,zstd:1',
                 'none': 'group_size:1,uncompressed'}
 _CONTEXT = multiprocessing.get_context('spawn')
@@ -257,7 +258,7 @@ def _check_plan(out: str, plan: dict[str, Any]) -> None:
 
 def prepare(data_config, out: str, splits=('train', 'val'),
             num_processes: int = 0, records_per_shard: int = 1024,
-            compression: str = 'zstd', host_index: int = 0,
+            compression: str = 'none', host_index: int = 0,
             host_count: int = 1, log_progress: bool = False
             ) -> dict[str, Any]:
   """Prepares `splits` of the data set of `data_config` into `out`.

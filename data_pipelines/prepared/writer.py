@@ -92,6 +92,10 @@ def shard_file(out: str, task: Task) -> str:
   return os.path.join(out, task.split, f'{task.name}.array_record')
 
 
+def _sidecar(shard_path: str) -> str:
+  return shard_path[:-len('.array_record')] + '.json'
+
+
 def write_shard(job: tuple[Task, Any, list[str]]) -> dict[str, Any]:
   """Writes one shard (temporary name, then renamed) and its sidecar.
 
@@ -123,7 +127,7 @@ def write_shard(job: tuple[Task, Any, list[str]]) -> dict[str, Any]:
           'records': task.count, 'bytes': os.path.getsize(tmp),
           'raw_bytes': raw_bytes, 'sha256': manifest_lib.file_sha256(tmp)}
   os.replace(tmp, path)
-  manifest_lib.write_json(path[:-len('.array_record')] + '.json', info)
+  manifest_lib.write_json(_sidecar(path), info)
   return info
 
 
@@ -131,7 +135,7 @@ def finished(out: str, task: Task) -> Optional[dict[str, Any]]:
   """The sidecar of a shard complete on disk, or None."""
   path = shard_file(out, task)
   try:
-    info = manifest_lib.read_json(path[:-len('.array_record')] + '.json', '')
+    info = manifest_lib.read_json(_sidecar(path), 'shard sidecar')
     if (info['first'], info['records']) != (task.first, task.count):
       return None
     if os.path.getsize(path) != info['bytes']:

@@ -107,6 +107,16 @@ class SameBatchesTest(parameterized.TestCase):
         prepared, process_index=0, process_count=1))
     _assert_same(self, want, got)
 
+  @parameterized.parameters('ade20k', 'lvis')
+  def test_without_root_only_the_prepared_folder_is_read(self, name):
+    tmp = _tmpdir(self)
+    config = _tree(name, os.path.join(tmp, 'tree'))
+    prepared = _prepared(config, os.path.join(tmp, 'prepared'))
+    folder = _take(_train(config), 3)
+    shutil.rmtree(config.data.root)
+    prepared.data.root = ''
+    _assert_same(self, folder, _take(_train(prepared), 3))
+
   def test_resume_from_iterator_state_gives_the_same_batches(self):
     tmp = _tmpdir(self)
     config = _tree('ade20k', os.path.join(tmp, 'tree'))

@@ -15,6 +15,7 @@ import os
 from typing import Any, Iterable
 
 from data_pipelines import errors
+from data_pipelines import lvis
 from oasis_jax import geometry
 
 FORMAT_VERSION = 1
@@ -71,10 +72,10 @@ def recipe(data_config, dataset) -> dict[str, Any]:
       'label_resize': LABEL_RESIZE,
       'remap': remap,
   }
-  if dataset.name == 'lvis':
+  if dataset.name == lvis.NAME:
     out['paint_order'] = dataset.paint_order
-    out['keep_unannotated_train'] = dataset.keeps_unannotated('train')
-    out['keep_unannotated_val'] = dataset.keeps_unannotated('val')
+    for key in ('keep_unannotated_train', 'keep_unannotated_val'):
+      out[key] = bool(data_config.get(key, lvis.DEFAULTS[key]))
   return out
 
 
@@ -190,7 +191,7 @@ def source_files(dataset, split: str) -> list[str]:
   LVIS: its annotation file and every file of the COCO image folders; other
   data sets: the images and labels of the split's pairs.
   """
-  if dataset.name == 'lvis':
+  if dataset.name == lvis.NAME:
     return [dataset.annotation_file(split)] + [
         path for folder in ('train2017', 'val2017')
         for path in _files_in(os.path.join(dataset.root, folder))]

@@ -9,7 +9,9 @@ decoded examples {'image': uint8 [h, w, 3], 'label': int32 [h, w] class ids,
 `data_pipelines.tfds_builders` with `tfds.data_source`. Both decode the same
 bytes with the same `core.ExampleDecoder`, so they give identical examples.
 LVIS reads label PNGs prepared once from its annotation files (or paints
-them on the fly); see `lvis.py`.
+them on the fly); see `lvis.py`. With `config.data.prepared` set, any data
+set is read from the prepared format instead (`prepared/`: resized once,
+the same batches as the folder route).
 """
 
 import os

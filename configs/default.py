@@ -23,6 +23,11 @@ def get_config():
   data.palette = ''  # 'folder' only: JSON file of [r, g, b] per class id.
   data.source = 'folder'  # 'folder' (read the prepared tree) or 'tfds'.
   data.tfds_data_dir = ''  # Where the TFDS array_record build lives.
+  # A folder of `python -m data_pipelines.prepare --out=DIR` (resized once;
+  # training only crops and flips; same batches as the folder route). It
+  # takes precedence over `source`; with `root` set, the source files are
+  # checked unchanged. '': read the data set as `source` says.
+  data.prepared = ''
   # Grain worker processes (0: in the main process); -1: one per usable CPU
   # core but one, at most 32, none on <= 2 cores
   # (oasis_jax/runtime/cpu_workers.py).

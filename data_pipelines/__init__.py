@@ -9,7 +9,9 @@ decoded examples {'image': uint8 [h, w, 3], 'label': int32 [h, w] class ids,
 `data_pipelines.tfds_builders` with `tfds.data_source` (the two sources are
 in sources.py; they give identical examples).
 LVIS reads label PNGs prepared once from its annotation files (or paints
-them on the fly); see `lvis.py`.
+them on the fly); see `lvis.py`. With `config.data.prepared` set, any data
+set is read from the prepared format instead (`prepared/`: resized once,
+the same batches as the folder route).
 """
 
 import os
@@ -24,6 +26,8 @@ from data_pipelines import lvis
 from data_pipelines import sources
 from data_pipelines import synthetic
 from data_pipelines import geometry
+from data_pipelines.prepared import manifest as prepared_manifest
+from data_pipelines.prepared import reader as prepared_reader
 
 DataError = core.DataError
 SPLITS = ('train', 'val')
@@ -96,6 +100,37 @@ def build_tfds(data_config):
   return builder
 
 
+def prepared_source(data_config, split: str) -> prepared_reader.PreparedSource:
+  """The source of a prepared folder (`config.data.prepared`), checked.
+
+  Items are the folder route's examples after the recipe's resize (train:
+  to the load size, or the image size without a random crop; val: to the
+  image size), so the same crop and flip give the same batches.
+
+  Raises:
+    DataError: one line, for a missing or unfinished folder, another
+      recipe (naming the key and both values), a source tree (when
+      config.data.root is set) changed since preparing, or a missing,
+      truncated or damaged shard.
+  """
+  folder = data_config.prepared
+  manifest = prepared_manifest.read_manifest(folder)
+  dataset = get_dataset(data_config)
+  prepared_manifest.check(
+      {'format_version': manifest.get('format_version'),
+       'recipe': manifest.get('recipe')},
+      {'format_version': prepared_manifest.FORMAT_VERSION,
+       'recipe': prepared_manifest.recipe(data_config, dataset)},
+      folder, 'this config')
+  if data_config.root and split in manifest.get('splits', {}):
+    prepared_manifest.check(
+        {'fingerprint': manifest['splits'][split]['fingerprint']},
+        {'fingerprint': prepared_manifest.fingerprint(
+            dataset.root, prepared_manifest.source_files(dataset, split))},
+        folder, f'the {split} files under config.data.root now')
+  return prepared_reader.PreparedSource(folder, split, manifest)
+
+
 def make_source(data_config, split: str, *, allow_build: bool = True):
   """A Grain random-access source of decoded examples of `split`.
 
@@ -123,6 +158,8 @@ def make_source(data_config, split: str, *, allow_build: bool = True):
     return synthetic.SyntheticSource(
         n, geometry.image_hw(data_config), int(data_config.num_classes),
         int(data_config.dontcare_id), int(data_config.synthetic_seed), split)
+  if data_config.prepared:
+    return prepared_source(data_config, split)
   dataset = get_dataset(data_config)
   if data_config.name == lvis.NAME:
     return lvis.make_source(dataset, split, allow_build,
@@ -158,6 +195,11 @@ def num_examples(data_config, split: str) -> int:
   _check_split(split)
   if data_config.name == 'synthetic':
     return int(data_config.synthetic_num_examples)
+  if data_config.prepared:
+    manifest = prepared_manifest.read_manifest(data_config.prepared)
+    if split not in manifest.get('splits', {}):
+      raise DataError(f'{data_config.prepared}: no {split!r} split prepared.')
+    return int(manifest['splits'][split]['num_records'])
   if data_config.source == 'tfds':
     builder = tfds_builder(data_config)
     if builder.is_prepared():

@@ -13,7 +13,10 @@ pixel count) and `problems` (a list of {'file', 'problem'}); for every split
 from its annotation files (label maps painted on the fly) and adds
 `frequency_groups` (pixels and share of the unlabeled, rare, common and
 frequent classes), `num_categories_present`, `num_unannotated_images` and
-`unannotated_kept`.
+`unannotated_kept`. With --config.data.prepared=DIR it reports on the
+prepared folder instead: every shard's SHA-256 and every record's checksum
+are checked, and `prepared` adds the manifest's recipe, compression, shard
+count and bytes.
 """
 
 import collections
@@ -32,6 +35,8 @@ import numpy as np
 import data_pipelines
 from data_pipelines import core
 from data_pipelines import lvis
+from data_pipelines.prepared import manifest as prepared_manifest
+from data_pipelines.prepared import reader as prepared_reader
 from oasis_jax.runtime import fatal
 
 
@@ -77,6 +82,31 @@ def _scan_pair(decoder: core.ExampleDecoder, pair: core.Pair):
   return size, histogram, problems
 
 
+def _scan_prepared(data_config, split: str, add) -> tuple[int, list, dict]:
+  """(records, problems, extras) of a split of a prepared folder."""
+  folder = data_config.prepared
+  try:
+    manifest = prepared_manifest.read_manifest(folder)
+    problems = [core.Problem(folder, p) for p in
+                prepared_reader.verify(folder, split, manifest)]
+    source = data_pipelines.prepared_source(data_config, split)
+  except core.DataError as e:
+    return 0, [core.Problem(e.file or folder, str(e))], {}
+  for i in range(len(source)) if not problems else ():
+    try:
+      label = source[i]['label']
+    except core.DataError as e:
+      problems.append(core.Problem(e.file or folder, str(e)))
+      break
+    add((label.shape[1], label.shape[0]), np.bincount(label.ravel()))
+  info = manifest['splits'][split]
+  extras = {'prepared': {
+      'folder': folder, 'format_version': manifest['format_version'],
+      'compression': manifest['compression'], 'recipe': manifest['recipe'],
+      'shards': len(info['shards']), 'bytes': info['bytes']}}
+  return len(source), problems, extras
+
+
 def scan(data_config, split: str = 'train', num_threads: int = 0,
          log_progress: bool = False) -> dict[str, Any]:
   """Scans `split` of the data set of `data_config`.
@@ -106,7 +136,9 @@ def scan(data_config, split: str = 'train', num_threads: int = 0,
         histogram = np.pad(histogram, (0, len(hist) - len(histogram)))
       histogram[:len(hist)] += hist
 
-  if data_config.name == 'synthetic':
+  if data_config.prepared:
+    count, problems, extras = _scan_prepared(data_config, split, add)
+  elif data_config.name == 'synthetic':
     source = data_pipelines.make_source(data_config, split)
     count = len(source)
     for i in range(count):
@@ -161,6 +193,12 @@ def format_report(report: dict[str, Any],
   shown = ', '.join(f'{s}: {n}' for s, n in sizes[:10])
   more = f', and {len(sizes) - 10} other sizes' if len(sizes) > 10 else ''
   lines.append(f'image sizes (WxH): {shown}{more}')
+  if 'prepared' in report:
+    info = report['prepared']
+    lines.append(f"prepared folder {info['folder']}: {info['shards']} "
+                 f"shard(s), {info['bytes']} bytes ({info['compression']}), "
+                 f"format {info['format_version']}, recipe "
+                 + json.dumps(info['recipe'], sort_keys=True))
   histogram = report['class_histogram']
   total = sum(histogram.values()) or 1
   lines.append(f'class ids after remapping: {len(histogram)} present'

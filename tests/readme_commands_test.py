@@ -40,12 +40,16 @@ _TINY = (
     '--config.eval.batch_size=2', '--config.ema.bn_refresh_batches=1',
 )
 # Modules run for real (in this order: later ones read earlier outputs).
-_RUN = ('oasis_jax.main', 'data_pipelines.inspect', 'oasis_jax.export',
-        'oasis_jax.generate')
+_RUN = ('data_pipelines.prepare', 'oasis_jax.main', 'data_pipelines.inspect',
+        'oasis_jax.export', 'oasis_jax.generate')
+# Flags whose value is a path the command writes or reads: moved into the
+# test's folder (README paths such as runs/X or /data/X_prepared).
+_PATH_FLAGS = ('--workdir', '--checkpoint', '--out', '--labels',
+               '--config.data.prepared')
 # Modules that need a GPU, published weights or a served page: --help.
 _HELP = ('oasis_jax.evaluate', 'oasis_jax.convert_torch', 'oasis_jax.demo',
          'benchmarks.accelerator', 'benchmarks.train_step',
-         'data_pipelines.prepare', 'oasis_jax.pretrained.vgg_weights',
+         'oasis_jax.pretrained.vgg_weights',
          'oasis_jax.pretrained.inception_weights')
 # The README's test command: the suite this test is part of.
 _SELF = ('pytest',)
@@ -54,17 +58,20 @@ _TREES = {'configs/ade20k.py': 'ade20k', 'configs/coco.py': 'coco_stuff',
           'configs/cityscapes.py': 'cityscapes'}
 
 
-def readme_commands(text: str) -> list[list[str]]:
-  """The `python -m` commands of the README's code blocks and inline code.
+def readme_commands(text: str, *, inline: bool = False) -> list[list[str]]:
+  """The `python -m` commands of the README's code blocks (or inline code).
 
   Line continuations are joined, comments and `[...]` optional parts
-  dropped; `A && python -m B` gives `python -m B`.
+  dropped; `A && python -m B` gives `python -m B`. Inline code is prose
+  (placeholders such as DIR): its commands are only checked for their flags.
   """
-  lines = []
-  for block in re.findall(r'```[a-z]*\n(.*?)```', text, re.S):
-    lines += block.replace('\\\n', ' ').splitlines()
-  prose = re.sub(r'```.*?```', '', text, flags=re.S)
-  lines += re.findall(r'`(python -m [^`]*)`', prose)
+  if inline:
+    prose = re.sub(r'```.*?```', '', text, flags=re.S)
+    lines = re.findall(r'`(python -m [^`]*)`', prose)
+  else:
+    lines = []
+    for block in re.findall(r'```[a-z]*\n(.*?)```', text, re.S):
+      lines += block.replace('\\\n', ' ').splitlines()
   commands = []
   for line in lines:
     line = re.sub(r'\s#.*$', '', ' '.join(line.split()))
@@ -86,7 +93,9 @@ class ReadmeCommandsTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     with open(_README) as f:
-      cls.commands = readme_commands(f.read())
+      text = f.read()
+    cls.commands = readme_commands(text)
+    cls.inline = readme_commands(text, inline=True)
     cls.root = os.path.realpath(
         absltest.get_default_test_tmpdir() + '/readme_commands')
     shutil.rmtree(cls.root, ignore_errors=True)
@@ -111,8 +120,8 @@ class ReadmeCommandsTest(absltest.TestCase):
       key, eq, value = arg.partition('=')
       if eq and key == '--config.data.root':
         value = self.trees[config]
-      elif eq and key in ('--workdir', '--checkpoint', '--out', '--labels'):
-        value = os.path.join(self.root, value)
+      elif eq and key in _PATH_FLAGS:
+        value = os.path.join(self.root, value.lstrip('/'))
       out.append(key + eq + value if eq else arg)
     return out
 
@@ -125,9 +134,12 @@ class ReadmeCommandsTest(absltest.TestCase):
 
   def _runnable(self, module: str, args: list[str]) -> list[str]:
     args = self._localize(args)
+    given = set(_flags(args))
     if module == 'oasis_jax.main':
-      given = set(_flags(args))
       args += [t for t in _TINY if _flags([t])[0] not in given]
+    if module == 'data_pipelines.prepare':  # The sizes training will use.
+      args += [t for t in _TINY if t.startswith('--config.data.')
+               and _flags([t])[0] not in given]
     return [module, *args]
 
   def test_the_readme_shows_its_main_commands(self):
@@ -162,11 +174,12 @@ class ReadmeCommandsTest(absltest.TestCase):
       self.assertTrue(os.path.isdir(values['out']))
     elif module == 'oasis_jax.generate':
       self.assertNotEmpty(os.listdir(values['out']))
+    elif module == 'data_pipelines.prepare':
+      self.assertIn('prepared.json', os.listdir(values['out']))
 
   def test_help_commands_define_the_flags_the_readme_uses(self):
-    for command in self.commands:
-      if command[0] not in _HELP:
-        continue
+    helped = [c for c in self.commands if c[0] in _HELP] + self.inline
+    for command in helped:
       with self.subTest(' '.join(command)):
         result = self._run([command[0], '--helpfull'])
         # absl prints the usage and every flag, then exits with 1.
@@ -182,8 +195,8 @@ class ReadmeCommandsTest(absltest.TestCase):
     text = ('```bash\npip install x && python -m a.b --x=1 \\\n    --y=2'
             '  # note\npython -c "import jax"\n```\nSee `python -m c.d\n'
             '--z=3 [--opt=4]`.')
-    self.assertEqual(readme_commands(text),
-                     [['a.b', '--x=1', '--y=2'], ['c.d', '--z=3']])
+    self.assertEqual(readme_commands(text), [['a.b', '--x=1', '--y=2']])
+    self.assertEqual(readme_commands(text, inline=True), [['c.d', '--z=3']])
 
 
 if __name__ == '__main__':

@@ -44,6 +44,7 @@ KEY_KINDS: dict[str, str] = {
     'data.root': SAFE,
     'data.source': SAFE,
     'data.tfds_data_dir': SAFE,
+    'data.prepared': SAFE,  # The same batches as the folder route.
     'data.num_workers': SAFE,
     'data.palette': SAFE,  # Colours of the sample grids only.
     'data.load_size': SAFE,

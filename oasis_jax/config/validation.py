@@ -1,6 +1,7 @@
 """Start-up checks of a run config: each bad value named, with the expected."""
 
 import math
+import os
 from typing import Any, Callable
 
 import ml_collections
@@ -37,6 +38,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
                           'a positive number'),
     'data.dontcare_id': (lambda v: _is_int(v) and v >= -1,
                          'a class id, or -1 (none)'),
+    'data.prepared': (lambda v: isinstance(v, str) and (not v or
+                                                        os.path.isdir(v)),
+                      "'' or an existing folder written by python -m "
+                      'data_pipelines.prepare --out=DIR'),
     'data.num_workers': (lambda v: _is_int(v) and v >= cpu_workers.AUTO,
                          'an integer >= 0, or -1 (one per CPU core but '
                          'one)'),

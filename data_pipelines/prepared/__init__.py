@@ -1,0 +1,1 @@
+"""The prepared format: resized pairs in checksummed ArrayRecord shards."""

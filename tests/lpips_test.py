@@ -164,7 +164,7 @@ class LpipsTest(absltest.TestCase):
          mock.patch.object(diversity.common, 'eval_batches', fake_batches), \
          mock.patch.object(diversity.common, 'make_generate_fn',
                            fake_generate_fn), \
-         mock.patch.object(diversity.metrics, 'mean_pairwise_ms_ssim',
+         mock.patch.object(diversity.ms_ssim, 'mean_pairwise_ms_ssim',
                            return_value=0.5):
       off = diversity.diversity(config, mesh, {}, num_maps, num_samples)
       config.eval.lpips_weights = self.npz

@@ -9,7 +9,10 @@ that is checked at each read (a damaged record is one line, never data).
 import os
 from typing import Any
 
-import grain
+try:
+  import grain  # pylint: disable=g-import-not-at-top
+except ImportError:  # Only reading a prepared folder needs it.
+  grain = None
 import numpy as np
 
 from data_pipelines import errors
@@ -85,6 +88,9 @@ class PreparedSource:
   def _read(self, index: int) -> bytes:
     try:
       if self._source is None:
+        if grain is None:
+          raise ImportError('reading a prepared folder needs grain '
+                            '(pip install grain)')
         self._source = grain.sources.ArrayRecordDataSource(self._paths)
       return self._source[index]
     except Exception as e:  # pylint: disable=broad-except

@@ -23,6 +23,7 @@ from array_record.python import array_record_module
 import data_pipelines
 from data_pipelines import errors
 from data_pipelines import lvis
+from data_pipelines import sources
 from data_pipelines import transforms
 from data_pipelines.prepared import manifest as manifest_lib
 from data_pipelines.prepared import records
@@ -65,7 +66,7 @@ def items_source(dataset, split: str, items: list):
     return lvis.RasterizingSource(items, dataset.decoder,
                                   dataset.paint_order,
                                   dataset.annotation_file(split))
-  return data_pipelines.FolderSource(items, dataset.decoder)
+  return sources.FolderSource(items, dataset.decoder)
 
 
 # Set in each writing process by _init_worker.

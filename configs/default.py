@@ -111,14 +111,14 @@ def get_config():
   # set: checkpoint diversity also reports diversity_lpips. '': off.
   ev.lpips_weights = ''
   ev.num_fid_images = -1  # -1: the whole validation split.
-  # mIoU with the paper's segmenters (oasis_jax/evaluation/segmenters, docs/evaluation.md)
-  # on the FID's images: '' (off), 'drn_d_105' (Cityscapes), 'upernet101'
-  # (ADE20K) or 'deeplabv2_msc' (COCO-Stuff).
+  # mIoU with the paper's segmenters (oasis_jax/evaluation/segmenters/,
+  # docs/evaluation.md) on the FID's images: '' (off), 'drn_d_105'
+  # (Cityscapes), 'upernet101' (ADE20K) or 'deeplabv2_msc' (COCO-Stuff).
   ev.segmenter = ''
   # Its published weights (.pth, or .npz: no torch); UperNet: the encoder
   # and decoder files, comma-separated, or one merged .npz.
   ev.segmenter_weights = ''
-  # A protocol variant of oasis_jax/evaluation/segmenters/protocol.py ('': the data
+  # A protocol variant of evaluation/segmenters/protocol.py ('': the data
   # set's reference default; COCO-Stuff: 'deeplab_msc' or 'imaginaire').
   ev.segmenter_protocol = ''
   ev.segmenter_dtype = 'float32'  # 'bfloat16': faster, not the paper's.

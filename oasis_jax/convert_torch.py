@@ -1,4 +1,4 @@
-"""Official OASIS weights as an inference checkpoint: `python -m oasis_jax.convert_torch`.
+"""Official OASIS weights as an inference checkpoint (command line).
 
   python -m oasis_jax.convert_torch --config=configs/ade20k.py \
       --generator=G.pth [--ema=EMA.pth] [--discriminator=D.pth] --out=DIR

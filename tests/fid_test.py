@@ -125,7 +125,8 @@ class CacheTest(absltest.TestCase):
     return fn
 
   def test_statistics_are_computed_once_and_reused(self):
-    key = frechet.make_cache_key(data='ade20k', split='validation', size=(256, 256))
+    key = frechet.make_cache_key(data='ade20k', split='validation',
+                                 size=(256, 256))
     mu, sigma = frechet.load_or_compute_real_statistics(self.tmp, key,
                                                     self.compute(2.0))
     mu2, sigma2 = frechet.load_or_compute_real_statistics(self.tmp, key,

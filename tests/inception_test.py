@@ -13,6 +13,7 @@ from absl.testing import parameterized
 import jax
 import numpy as np
 
+from oasis_jax.evaluation import frechet
 from oasis_jax.evaluation import inception
 from oasis_jax.pretrained import inception_weights
 from oasis_jax.pretrained import weight_files
@@ -129,7 +130,6 @@ class FeatureTest(parameterized.TestCase):
     self.assertLess(_rel(ours, expected[f'{name}_pool3_float64net']), 3e-4)
 
   def test_statistics_and_fid_match_pytorch_fid(self):
-    from oasis_jax.evaluation import frechet  # pylint: disable=g-import-not-at-top
     expected = _fixture()[1]
     stats = {}
     for name in ('real', 'fake'):

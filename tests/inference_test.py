@@ -1,5 +1,6 @@
-"""Tests of oasis_jax.inference.synthesis: seeds, batching, local edits, interpolation,
-inference checkpoints and the official-weights route (parity fixtures)."""
+"""Tests of inference/synthesis.py: seeds, batching, local edits,
+interpolation, inference checkpoints and the official-weights route (parity
+fixtures)."""
 
 import functools
 import json

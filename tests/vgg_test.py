@@ -201,7 +201,8 @@ class VggWeightsTest(parameterized.TestCase):
       vgg_weights.check_vgg_weights(pth)
     npz = os.path.join(directory, 'out.npz')
     result = subprocess.run(
-        [sys.executable, '-m', 'oasis_jax.pretrained.vgg_weights', f'--input={pth}',
+        [sys.executable, '-m', 'oasis_jax.pretrained.vgg_weights',
+         f'--input={pth}',
          f'--output={npz}'], capture_output=True, text=True, check=False)
     self.assertNotEqual(result.returncode, 0)
     self.assertIn('FATAL', result.stderr)

@@ -1,1 +1,1 @@
-"""The run config: defaults read onto workdirs, 'auto' resolved once, validation, resume compatibility."""
+"""The run config: defaults, workdir configs, 'auto', validation, resume."""

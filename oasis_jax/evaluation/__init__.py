@@ -1,1 +1,1 @@
-"""Evaluation: one metric per module (FID with Inception, mIoU, LPIPS, MS-SSIM) and its evaluator."""
+"""Evaluation: one metric per module (FID, mIoU, LPIPS, MS-SSIM), evaluators."""

@@ -4,9 +4,10 @@ Each compares a segmentation of the generated images with the label maps
 they were generated from: the paper's segmenters in Flax
 (`config.eval.segmenter`, evaluation/segmenters/, on the devices, under the
 data set's protocol in segmenters/protocol.py), an ONNX segmenter
-(`segmentation.OnnxSegmenter`) under `segmentation.PROTOCOLS` (or the identity on the
-classes), and the OASIS discriminator's own segmentation (argmax over its N
-real-class logits), a proxy that needs no external network.
+(`segmentation.OnnxSegmenter`) under `segmentation.PROTOCOLS` (or the
+identity on the classes), and the OASIS discriminator's own segmentation
+(argmax over its N real-class logits), a proxy that needs no external
+network.
 `config.data.dontcare_id` is ignored by all.
 """
 

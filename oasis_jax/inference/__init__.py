@@ -1,1 +1,1 @@
-"""Inference with a trained generator: the Synthesizer, the noise scheme, the export format."""
+"""Inference: the Synthesizer, the noise scheme, the export format."""

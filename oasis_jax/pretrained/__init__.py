@@ -1,1 +1,1 @@
-"""Weight files: one reader with one pinned-file check, and the converters of published weights."""
+"""Weight files: one reader, one pinned-file check, the converters."""

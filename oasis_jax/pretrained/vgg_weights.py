@@ -6,7 +6,8 @@ from a file given by path, never downloaded:
 
 * torchvision's `vgg19-dcbb9e9d.pth` (read with torch), or
 * an `.npz` of its `features.<index>.weight/bias` keys, written by
-  `python -m oasis_jax.pretrained.vgg_weights --input=vgg19-dcbb9e9d.pth --output=F.npz`
+  `python -m oasis_jax.pretrained.vgg_weights --input=vgg19-dcbb9e9d.pth
+  --output=F.npz`
   (the classifier's 500 MB are left out; the loss never uses them).
 
 The check: torch.hub names a file by the first 8 hex digits of its SHA-256,
@@ -217,7 +218,8 @@ def convert_weights(src: str, dst: str, *, verify_sha256: bool = True) -> None:
 
 
 def main(argv) -> None:
-  """`python -m oasis_jax.pretrained.vgg_weights --input=A.pth --output=B.npz`."""
+  """`python -m oasis_jax.pretrained.vgg_weights --input=A.pth
+  --output=B.npz`."""
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
   f = flags.FLAGS

@@ -1,1 +1,1 @@
-"""The process around the model: mesh and sharding, batching, compilation cache, host memory, expected failures, logging."""
+"""The process around the model: mesh, batching, caches, failures, logs."""

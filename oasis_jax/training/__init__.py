@@ -1,1 +1,1 @@
-"""Training: the train state, losses, the pure step, EMA, input batches, checkpoints and the loop."""
+"""Training: state, losses, the pure step, EMA, input, checkpoints, loop."""

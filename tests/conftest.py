@@ -32,16 +32,3 @@ jax.config.update('jax_compilation_cache_dir',
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 # Grain reads absl flags; pytest does not parse them.
 flags.FLAGS.mark_as_parsed()
-
-# The slowest test files first (minutes each on 2 cores with an empty
-# compilation cache): the two test processes take whole files in collection
-# order (setup.cfg), so a long file collected last would run alone at the end.
-_SLOW_FIRST = ('multihost_test.py', 'parity_test.py', 'train_test.py',
-               'readme_commands_test.py', 'ablations_test.py',
-               'main_test.py', 'evaluators_segmenter_miou_test.py',
-               'prepared_test.py', 'evaluate_test.py')
-
-
-def pytest_collection_modifyitems(items):
-  rank = {name: i for i, name in enumerate(_SLOW_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -44,6 +44,15 @@ def image_hw(data_config) -> tuple[int, int]:
   return image_height(width, data_config.aspect_ratio), width
 
 
+def load_hw(data_config) -> tuple[int, int]:
+  """(H, W) of the training resize before the random crop (config.data).
+
+  The same rule as `image_hw`, for `load_size` (W, pixels).
+  """
+  width = int(data_config.load_size)
+  return image_height(width, data_config.aspect_ratio), width
+
+
 def latent_hw(image_size: int, aspect_ratio: float,
               num_res_blocks: int) -> tuple[int, int]:
   """(h, w) of the generator's first feature map for images of that width.

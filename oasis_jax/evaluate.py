@@ -144,8 +144,8 @@ def _run_checkpoint() -> None:
 
 def _run_fid_folders() -> None:
   frechet.main(_REAL.value, _FAKE.value, _INCEPTION_WEIGHTS.value,
-           _BATCH_SIZE.value, verify_sha256=_VERIFY_WEIGHTS.value,
-           cache_dir=_CACHE_DIR.value or None)
+               _BATCH_SIZE.value, verify_sha256=_VERIFY_WEIGHTS.value,
+               cache_dir=_CACHE_DIR.value or None)
 
 
 def _run_miou_folder() -> None:

@@ -49,7 +49,7 @@ class FrechetDistanceTest(parameterized.TestCase):
     var1, var2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
     # ||mu1 - mu2||^2 + sum (sqrt(var1) - sqrt(var2))^2 = 7.25 + 5.
     value = frechet.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2),
-                                 method=method)
+                                     method=method)
     self.assertAlmostEqual(value, 12.25, places=10)
 
   def test_one_dimensional(self):
@@ -67,7 +67,7 @@ class FrechetDistanceTest(parameterized.TestCase):
     value = frechet.frechet_distance(mu1, s1, mu2, s2, method=method)
     self.assertAlmostEqual(value, _reference_fid(mu1, s1, mu2, s2), places=9)
     self.assertAlmostEqual(value, frechet.frechet_distance(mu2, s2, mu1, s1,
-                                                       method=method),
+                                                           method=method),
                            places=9)
 
   @parameterized.parameters((200, 16), (10, 64))  # Full rank, rank deficient.
@@ -128,9 +128,9 @@ class CacheTest(absltest.TestCase):
     key = frechet.make_cache_key(data='ade20k', split='validation',
                                  size=(256, 256))
     mu, sigma = frechet.load_or_compute_real_statistics(self.tmp, key,
-                                                    self.compute(2.0))
-    mu2, sigma2 = frechet.load_or_compute_real_statistics(self.tmp, key,
-                                                      self.compute(5.0))
+                                                        self.compute(2.0))
+    mu2, sigma2 = frechet.load_or_compute_real_statistics(
+        self.tmp, key, self.compute(5.0))
     self.assertEqual(self.calls, 1)
     np.testing.assert_array_equal(mu, mu2)
     np.testing.assert_array_equal(sigma, sigma2)
@@ -170,7 +170,7 @@ class CacheTest(absltest.TestCase):
     arrays['key'] = np.array('something else')
     np.savez(path, **arrays)
     mu, _ = frechet.load_or_compute_real_statistics(self.tmp, key,
-                                                self.compute(3.0))
+                                                    self.compute(3.0))
     self.assertEqual(self.calls, 2)
     self.assertEqual(mu[0], 3.0)
 

@@ -37,9 +37,7 @@ def split_hw(data_config, split: str) -> tuple[int, int]:
   """(H, W) a split is stored at: the train resize before the crop, or the
   network size (val, and train without a random crop)."""
   if split == 'train' and data_config.random_crop:
-    return (geometry.image_height(data_config.load_size,
-                                  data_config.aspect_ratio),
-            int(data_config.load_size))
+    return geometry.load_hw(data_config)
   return geometry.image_hw(data_config)
 
 

@@ -54,11 +54,10 @@ def verify(folder: str, split: str,
   """Problems (one line each) of `split`'s shards: size and SHA-256."""
   problems = []
   try:
-    shard_paths(folder, split, manifest)
+    paths = shard_paths(folder, split, manifest)
   except errors.DataError as e:
     return [str(e)]
-  for shard in manifest['splits'][split]['shards']:
-    path = os.path.join(folder, split, shard['file'])
+  for path, shard in zip(paths, manifest['splits'][split]['shards']):
     if manifest_lib.file_sha256(path) != shard['sha256']:
       problems.append(f'{path}: SHA-256 differs from the manifest (damaged '
                       'shard); prepare again.')

@@ -33,8 +33,8 @@ class ConversionError(ValueError):
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads an official state_dict from ``.pth`` (needs torch) or ``.npz``."""
-  return weight_files.read_state_dict(path, what='an official OASIS state_dict',
-                                 error=ConversionError)
+  return weight_files.read_state_dict(
+      path, what='an official OASIS state_dict', error=ConversionError)
 
 
 def _module_path(torch_prefix: list[str]) -> list[str]:

@@ -94,7 +94,7 @@ def read_state_dict(path: str, *, verify_sha256: bool = True,
   """
   kind = _require_file(path, setting)
   state = weight_files.read_state_dict(path, what='the VGG-19 weights',
-                                  error=VggWeightsError)
+                                       error=VggWeightsError)
   state, meta = (weight_files.split_provenance(state) if kind == 'npz'
                  else (state, None))
   state = {k: v for k, v in state.items() if k.startswith('features.')}

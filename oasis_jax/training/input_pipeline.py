@@ -68,8 +68,7 @@ def _load_hw(config) -> Optional[tuple[int, int]]:
   data = config.data
   if data.name == 'synthetic' or not data.random_crop:
     return None
-  return (geometry.image_height(data.load_size, data.aspect_ratio),
-          int(data.load_size))
+  return geometry.load_hw(data)
 
 
 def _watch_parent(parent: int) -> None:

@@ -35,7 +35,8 @@ class ResolveTest(parameterized.TestCase):
     f = select.formulations(_resolved('cpu'))
     self.assertIs(f.conv, conv.spectral_conv)
     self.assertEqual(f.label_conv, label_conv.GatherLabelConv(False))
-    self.assertIs(f.eval_res_block, spade_eval.res_block)
+    self.assertIs(f.res_block, spade_eval.FusedEvalResBlock)
+    self.assertIs(f.upsample_conv, conv.upsample_spectral_conv)
 
   @parameterized.parameters('gpu', 'tpu')
   def test_accelerators_take_the_reference(self, platform):
@@ -47,7 +48,9 @@ class ResolveTest(parameterized.TestCase):
     f = select.formulations(config)
     self.assertIs(f.conv, layers.spectral_conv)
     self.assertIs(f.label_conv, layers.dense_label_conv)
-    self.assertIsNone(f.eval_res_block)
+    self.assertIs(f.upsample_conv, layers.upsample_spectral_conv)
+    self.assertIs(f.conv_layer, layers.Conv)
+    self.assertIsNone(f.res_block)
 
   def test_explicit_choices_are_kept(self):
     perf = _resolved('gpu', conv_impl='cpu', label_conv='gather_matmul').perf

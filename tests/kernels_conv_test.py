@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from oasis_jax.kernels import conv
+from oasis_jax.kernels import fused_forwards
 from oasis_jax.kernels import winograd
 from oasis_jax.models import layers
 
@@ -184,14 +185,17 @@ class SpectralConvTest(parameterized.TestCase):
     kernel = _normal(1, (3, 3, shape[-1], features)) * 0.2
     vectors = [(_unit(2 + i, features), _unit(20 + i, 9 * shape[-1]))
                for i in range(groups)]
-    g = _normal(3, layers.spectral_conv(
-        x, kernel, vectors, train=train, upsample=upsample,
-        dtype=jnp.float32).shape)
+    # The reference takes one forward's vectors; PerChunk applies it to
+    # each chunk (consecutive forwards), as the fused D forwards do.
+    ref = fused_forwards.PerChunk(layers.upsample_spectral_conv if upsample
+                                  else layers.spectral_conv)
+    cpu = conv.upsample_spectral_conv if upsample else conv.spectral_conv
+    g = _normal(3, ref(x, kernel, vectors, train=train,
+                       dtype=jnp.float32).shape)
     out = {}
-    for name, f in (('ref', layers.spectral_conv),
-                    ('cpu', conv.spectral_conv)):
+    for name, f in (('ref', ref), ('cpu', cpu)):
       run = lambda x, k, f=f: f(x, k, vectors, train=train,
-                                upsample=upsample, dtype=jnp.float32)
+                                dtype=jnp.float32)
       loss = lambda x, k, run=run: jnp.sum(run(x, k) * g)
       with mock.patch.object(conv, '_BIG_ARRAY', 1 if big else 2**62):
         out[name] = (run(x, kernel),
@@ -203,7 +207,7 @@ class SpectralConvTest(parameterized.TestCase):
   def test_without_spectral_norm_is_the_plain_conv(self):
     x = _normal(0, (2, 5, 4, 3))
     kernel = _normal(1, (3, 3, 3, 4))
-    got = conv.spectral_conv(x, kernel, None, train=False, upsample=False,
+    got = conv.spectral_conv(x, kernel, None, train=False,
                              dtype=jnp.float32)
     _assert_close(got, layers.conv2d(x, kernel))
 
@@ -214,9 +218,9 @@ class SpectralConvTest(parameterized.TestCase):
       vectors = [(_unit(2, 8).astype(jnp.float64),
                   _unit(3, 576).astype(jnp.float64))]
       got = conv.spectral_conv(x, kernel, vectors, train=False,
-                               upsample=False, dtype=jnp.float64)
+                               dtype=jnp.float64)
       want = layers.spectral_conv(x, kernel, vectors, train=False,
-                                  upsample=False, dtype=jnp.float64)
+                                  dtype=jnp.float64)
       self.assertEqual(got.dtype, jnp.float64)
       np.testing.assert_allclose(got, want, rtol=1e-12,
                                  atol=1e-12 * float(jnp.abs(want).max()))

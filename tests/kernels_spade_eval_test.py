@@ -18,7 +18,7 @@ from oasis_jax.models import spade
 
 FAST = model_config.Formulations(
     conv=conv.spectral_conv, label_conv=label_conv.GatherLabelConv(),
-    eval_res_block=spade_eval.res_block)
+    res_block=spade_eval.FusedEvalResBlock)
 
 
 def _assert_close(got, want, rtol=1e-5):
@@ -107,7 +107,7 @@ class SpadeTest(parameterized.TestCase):
   def test_fused_spade(self, norm, z, gather):
     x, label, z = self._inputs(z=z, label_scale=2)
     fast = FAST if gather else model_config.Formulations(
-        conv=conv.spectral_conv, eval_res_block=spade_eval.res_block)
+        conv=conv.spectral_conv, res_block=spade_eval.FusedEvalResBlock)
     ref = self._spade(z, norm, model_config.REFERENCE)
     v = self._variables(ref, x, label, z)
     want = jax.jit(lambda v: ref.apply(v, x, label, z))(v)
@@ -143,7 +143,7 @@ class SpadeTest(parameterized.TestCase):
 
 
 class ResBlockTest(parameterized.TestCase):
-  """An eval-mode block with eval_res_block equals the reference block."""
+  """FusedEvalResBlock in eval mode equals the reference block."""
 
   def _compare(self, fin, fout, norm, z, x_hw=(11, 7)):
     x = _normal(10, (2,) + x_hw + (fin,))
@@ -151,8 +151,8 @@ class ResBlockTest(parameterized.TestCase):
     z_arr = {'image': _normal(12, (2, 3)),
              'pixel': _normal(12, (2,) + x_hw + (3,)), 'none': None}[z]
     z_dim = 0 if z == 'none' else 3
-    make = lambda f: spade.SPADEResBlock(_config(z_dim, norm, f), fin, fout,
-                                         train=False)
+    make = lambda f: (f.res_block or spade.SPADEResBlock)(
+        _config(z_dim, norm, f), fin, fout, train=False)
     ref = make(model_config.REFERENCE)
     v = _randomize(jax.jit(ref.clone(train=True).init)(
         jax.random.PRNGKey(0), x, label, z_arr), 0)

@@ -150,24 +150,22 @@ def _unit(seed, n):
 
 
 class SpectralConvTest(parameterized.TestCase):
-  """The reference formulation of Conv: chunk i convolved with W / sigma_i."""
+  """The reference formulations of Conv: x (or upsample2x(x)) convolved
+  with W / sigma."""
 
   @parameterized.parameters(False, True)
-  def test_groups_and_upsampling(self, upsample):
-    x = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 5, 2))
+  def test_normalized_kernel_and_upsampling(self, upsample):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 5, 2))
     kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 3))
-    vectors = [(_unit(s, 3), _unit(s + 10, 18)) for s in (2, 3)]
-    y = layers.spectral_conv(x, kernel, vectors, train=True,
-                             upsample=upsample, dtype=jnp.float32)
+    u, v = _unit(2, 3), _unit(12, 18)
+    f = layers.upsample_spectral_conv if upsample else layers.spectral_conv
+    y = f(x, kernel, [(u, v)], train=True, dtype=jnp.float32)
     w = np.asarray(kernel, np.float64).transpose(3, 2, 0, 1).reshape(3, -1)
-    for i, (u, v) in enumerate(vectors):
-      sigma = float(np.asarray(u) @ w @ np.asarray(v))
-      xi = x[2 * i:2 * i + 2]
-      if upsample:
-        xi = layers.upsample2x(xi)
-      want = layers.conv2d(xi, kernel / sigma)
-      np.testing.assert_allclose(y[2 * i:2 * i + 2], want, rtol=1e-5,
-                                 atol=1e-5)
+    sigma = float(np.asarray(u) @ w @ np.asarray(v))
+    xx = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2) if upsample else x
+    want = layers.conv2d(jnp.asarray(xx), kernel / sigma)
+    self.assertEqual(y.shape, (2, 6, 10, 3) if upsample else (2, 3, 5, 3))
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
 
 class ParamFreeNormTest(parameterized.TestCase):

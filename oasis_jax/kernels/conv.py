@@ -13,7 +13,8 @@ with the same numbers up to float rounding:
   small map (upsample_conv2d);
 - spectral norm: the smaller of kernel and output divided by sigma; in eval
   mode W v as one more row of the conv's matmul (conv2d_with_row).
-`spectral_conv` is the formulation injected into layers.Conv.
+`spectral_conv` and `upsample_spectral_conv` are the formulations injected
+into layers.Conv.
 """
 
 import functools
@@ -32,8 +33,8 @@ _SMALL_MAP_PIXELS = 64
 _WIDE_INPUT = 512
 _WIDE_INPUT_PIXELS = 2048
 _BAND_PIXELS = 4096
-# Grouped spectral-norm convs with outputs of at least this many elements
-# (16 MiB in float32) normalize the kernel per group (see spectral_conv).
+# Chunked spectral-norm convs (consecutive forwards) with outputs of at least this many elements
+# (16 MiB in float32) normalize the kernel per chunk (see spectral_conv).
 _BIG_ARRAY = 2**22
 # A forward alone (inference) takes the wide-input matmul only for at most
 # this many pixels in the batch or this many output channels (in between,
@@ -277,24 +278,40 @@ def sigma(kernel: jax.Array, u: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def spectral_conv(x: jax.Array, kernel: jax.Array, vectors, *, train: bool,
-                  upsample: bool, dtype: Any) -> jax.Array:
+                  dtype: Any) -> jax.Array:
   """layers.spectral_conv's numbers in the CPU formulations.
 
-  Spectral norm divides the smaller of kernel and output by sigma; in eval
-  mode, when it divides the output and the conv is one float32 matmul,
-  W v is one more row of it (conv2d_with_row). Several groups (consecutive
-  forwards) share one batched conv, each chunk divided by its sigma, unless
-  the output is big (_BIG_ARRAY): then each chunk gets its own normalized
-  kernel, since dividing the outputs would keep them for d/dsigma.
+  vectors: None, or one (u, v) per equal chunk of the batch (consecutive
+  forwards, kernels/fused_forwards.py). Spectral norm divides the smaller of
+  kernel and output by sigma; in eval mode, when it divides the output and
+  the conv is one float32 matmul, W v is one more row of it
+  (conv2d_with_row). Several chunks share one batched conv, each divided by
+  its sigma, unless the output is big (_BIG_ARRAY): then each chunk gets its
+  own normalized kernel, since dividing the outputs would keep them for
+  d/dsigma.
   """
+  return _spectral_conv(x, kernel, vectors, train=train, dtype=dtype,
+                        upsample=False)
+
+
+def upsample_spectral_conv(x: jax.Array, kernel: jax.Array, vectors, *,
+                           train: bool, dtype: Any) -> jax.Array:
+  """layers.upsample_spectral_conv's numbers: spectral_conv of the 2x
+  upsampled map, the upsampling folded into the conv (upsample_conv2d)."""
+  return _spectral_conv(x, kernel, vectors, train=train, dtype=dtype,
+                        upsample=True)
+
+
+def _spectral_conv(x, kernel, vectors, *, train: bool, dtype: Any,
+                   upsample: bool) -> jax.Array:
   conv = (upsample_conv2d if upsample
           else functools.partial(conv2d, inference=not train))
   if vectors is None:
     return conv(x.astype(dtype), kernel.astype(dtype))
   k, in_features, features = kernel.shape[0], kernel.shape[2], kernel.shape[3]
-  groups = len(vectors)
+  chunks = len(vectors)
   upsampled = 4 if upsample else 1
-  divide_output = (groups == 1 and math.prod(x.shape[:3]) * upsampled
+  divide_output = (chunks == 1 and math.prod(x.shape[:3]) * upsampled
                    < k * k * in_features)
   if (divide_output and not train and not upsample
       and jnp.dtype(dtype) == jnp.float32):
@@ -302,16 +319,16 @@ def spectral_conv(x: jax.Array, kernel: jax.Array, vectors, *, train: bool,
     y, w_v = conv2d_with_row(x.astype(dtype), kernel, v_rows(v, k))
     return y / jnp.dot(u, w_v, precision='highest')
   sigmas = jnp.stack([sigma(kernel, u, v) for u, v in vectors])
-  if groups == 1:
+  if chunks == 1:
     if divide_output:
       return (conv(x.astype(dtype), kernel.astype(dtype))
               / sigmas[0].astype(dtype))
     return conv(x.astype(dtype), (kernel / sigmas[0]).astype(dtype))
   if math.prod(x.shape[:3]) * features * upsampled >= _BIG_ARRAY:
     return jnp.concatenate([
-        conv(xg.astype(dtype), (kernel / s).astype(dtype))
-        for xg, s in zip(jnp.split(x, groups), sigmas)])
+        conv(xc.astype(dtype), (kernel / s).astype(dtype))
+        for xc, s in zip(jnp.split(x, chunks), sigmas)])
   y = conv(x.astype(dtype), kernel.astype(dtype))
-  y = y.reshape((groups, -1) + y.shape[1:])
+  y = y.reshape((chunks, -1) + y.shape[1:])
   y = y / sigmas.astype(dtype)[:, None, None, None, None]
   return y.reshape((-1,) + y.shape[2:])

@@ -1,7 +1,8 @@
 """Eval-mode SPADE residual block: fused SPADE, the shortcut conv folded in.
 
-A faster formulation of spade.SPADEResBlock in eval mode (injected as
-Formulations.eval_res_block), with the same numbers up to float rounding:
+`FusedEvalResBlock` is spade.SPADEResBlock (same parameters and state) with
+a faster eval-mode forward (injected as Formulations.res_block), the same
+numbers up to float rounding:
 - a SPADE on a large float32 map computes gamma and beta as one Winograd
   conv (they share its input transforms) band by band, normalizing and
   modulating each band while it is in the cache; with a gather label conv
@@ -10,8 +11,8 @@ Formulations.eval_res_block), with the same numbers up to float rounding:
 - where the block narrows (1x1 shortcut conv_s to fewer channels) and the
   batch has enough pixels, beta's conv is folded into conv_s: beta @ W_s
   is one 3x3 conv with kernel W_beta @ W_s (folds_shortcut).
-It reads the block's bound submodules (norm_*, conv_*, and each SPADE's
-norm, mlp_shared, mlp_gamma, mlp_beta), so it uses their parameters.
+It computes with the block's own submodules (norm_*, conv_*, and each
+SPADE's norm, mlp_shared, mlp_gamma, mlp_beta) and their parameters.
 """
 
 import math
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 from oasis_jax.kernels import conv as conv_lib
 from oasis_jax.kernels import label_conv as label_conv_lib
 from oasis_jax.kernels import winograd
+from oasis_jax.models import spade as spade_lib
 
 
 def folds_shortcut(x_shape, features: int) -> bool:
@@ -38,7 +40,17 @@ def folds_shortcut(x_shape, features: int) -> bool:
   return features < fin and pixels * (fin - features) > fin * features
 
 
-def res_block(block, x: jax.Array, label: jax.Array,
+class FusedEvalResBlock(spade_lib.SPADEResBlock):
+  """SPADEResBlock; in eval mode computed by res_block."""
+
+  def __call__(self, x: jax.Array, label: jax.Array,
+               z: Optional[jax.Array]) -> jax.Array:
+    if self.train:
+      return super().__call__(x, label, z)
+    return res_block(self, x, label, z)
+
+
+def res_block(block: spade_lib.SPADEResBlock, x: jax.Array, label: jax.Array,
               z: Optional[jax.Array]) -> jax.Array:
   """block(x, label, z) in eval mode; block: a bound SPADEResBlock."""
   fin, fout = x.shape[-1], block.features
@@ -76,7 +88,7 @@ def spade(module, x: jax.Array, label: jax.Array, z: Optional[jax.Array],
   mean, rstd = module.norm.statistics(x, train=False)
   normalize = lambda xx: ((xx.astype(jnp.promote_types(
       xx.dtype, jnp.float32)) - mean) * rstd).astype(xx.dtype)
-  label, z = module.condition(label, z, x.shape[1:3])
+  label, z = spade_lib.resize_condition(label, z, x.shape[1:3])
   if fused:
     return _winograd_spade(module, x, label, z, normalize, mean.ndim == 1,
                            project)

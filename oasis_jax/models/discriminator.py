@@ -19,12 +19,11 @@ class ResBlockDown(nn.Module):
   features: int
   first: bool = False
   train: bool = True
-  groups: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fin, fout = x.shape[-1], self.features
-    conv = lambda k, name: _conv(self.config, fout, k, self.groups, name)
+    conv = lambda k, name: _conv(self.config, fout, k, name)
     if fin != fout:
       if self.first:
         shortcut = conv(1, 'conv_s')(layers.avg_pool2x(x), train=self.train)
@@ -47,31 +46,30 @@ class ResBlockUp(nn.Module):
   config: model_config.DiscriminatorConfig
   features: int
   train: bool = True
-  groups: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fin, fout = x.shape[-1], self.features
-    # conv_s and conv1 convolve the upsampled map (lrelu commutes with the
-    # nearest upsampling); conv2 works at the upsampled size.
-    conv = lambda k, name, upsample=True: _conv(
-        self.config, fout, k, self.groups, name, upsample=upsample)
+    # conv_s and conv1 read x' as "upsample, then convolve" (upsample_conv;
+    # lrelu commutes with the nearest upsampling); conv2 reads dx.
+    up_conv = lambda k, name: _conv(self.config, fout, k, name, upsample=True)
     if fin != fout:
-      shortcut = conv(1, 'conv_s')(x, train=self.train)
+      shortcut = up_conv(1, 'conv_s')(x, train=self.train)
     else:
       shortcut = layers.upsample2x(x)
-    dx = conv(3, 'conv1')(nn.leaky_relu(x, 0.2), train=self.train)
-    dx = conv(3, 'conv2', upsample=False)(nn.leaky_relu(dx, 0.2),
-                                          train=self.train)
+    dx = up_conv(3, 'conv1')(nn.leaky_relu(x, 0.2), train=self.train)
+    dx = _conv(self.config, fout, 3, 'conv2')(nn.leaky_relu(dx, 0.2),
+                                              train=self.train)
     return shortcut + dx
 
 
 def _conv(c: model_config.DiscriminatorConfig, features: int, k: int,
-          groups: int, name: str, upsample: bool = False) -> layers.Conv:
-  return layers.Conv(features, k, spectral_norm=c.use_spectral_norm,
-                     groups=groups, upsample=upsample,
-                     formulation=c.formulations.conv, dtype=c.dtype,
-                     name=name)
+          name: str, upsample: bool = False) -> layers.Conv:
+  """A spectral-norm conv; with upsample, of the 2x upsampled input."""
+  f = c.formulations
+  return f.conv_layer(features, k, spectral_norm=c.use_spectral_norm,
+                      formulation=f.upsample_conv if upsample else f.conv,
+                      dtype=c.dtype, name=name)
 
 
 class OasisDiscriminator(nn.Module):
@@ -83,17 +81,13 @@ class OasisDiscriminator(nn.Module):
   config: model_config.DiscriminatorConfig
 
   @nn.compact
-  def __call__(self, image: jax.Array, *, train: bool,
-               groups: int = 1) -> jax.Array:
+  def __call__(self, image: jax.Array, *, train: bool) -> jax.Array:
     """Segments an image.
 
     Args:
       image: [B, H, W, 3] in [-1, 1]; H and W divisible by 2**len(channels).
       train: one spectral-norm power iteration per conv (True) or the stored
         vectors (False).
-      groups: the batch holds this many equal chunks that stand for as many
-        consecutive official forwards (each its own power iteration); the
-        D step runs D(fake), D(real), D(mixed) as one call this way.
 
     Returns:
       [B, H, W, num_classes + 1] logits (float32, or float64 when computing
@@ -112,15 +106,14 @@ class OasisDiscriminator(nn.Module):
     x = image.astype(c.dtype)
     encoded = []
     for i in range(n):
-      x = down_cls(c, ch[i + 1], i == 0, train, groups,
-                   name=f'body_down_{i}')(x)
+      x = down_cls(c, ch[i + 1], i == 0, train, name=f'body_down_{i}')(x)
       encoded.append(x)
     for i in range(n):
       out = ch[n - 1 - i] if i < n - 1 else c.last_channels
       if i > 0:
         x = jnp.concatenate([encoded[n - 1 - i], x], axis=-1)
-      x = up_cls(c, out, train, groups, name=f'body_up_{i}')(x)
-    logits = layers.Conv(c.num_classes + 1, 1,
-                         formulation=c.formulations.conv, dtype=c.dtype,
-                         name='layer_up_last')(x, train=train)
+      x = up_cls(c, out, train, name=f'body_up_{i}')(x)
+    logits = c.formulations.conv_layer(
+        c.num_classes + 1, 1, formulation=c.formulations.conv, dtype=c.dtype,
+        name='layer_up_last')(x, train=train)
     return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))

@@ -66,7 +66,7 @@ class OasisGenerator(nn.Module):
                          name='fc')(
                              *spade.resize_condition(label, z, (lh, lw)),
                              train=train)
-    block_cls = spade.SPADEResBlock
+    block_cls = c.formulations.res_block or spade.SPADEResBlock
     if c.remat:
       block_cls = nn.remat(block_cls)
     for i in range(c.num_res_blocks):
@@ -74,8 +74,9 @@ class OasisGenerator(nn.Module):
           x, label, z)
       if i < c.num_res_blocks - 1:
         x = layers.upsample2x(x)
-    x = layers.Conv(3, 3, formulation=c.formulations.conv, dtype=c.dtype,
-                    name='conv_img')(nn.leaky_relu(x, 0.2), train=train)
+    x = c.formulations.conv_layer(
+        3, 3, formulation=c.formulations.conv, dtype=c.dtype,
+        name='conv_img')(nn.leaky_relu(x, 0.2), train=train)
     return jnp.tanh(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
 
 

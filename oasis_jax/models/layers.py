@@ -120,31 +120,37 @@ def sigma(kernel: jax.Array, u: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def spectral_conv(x: jax.Array, kernel: jax.Array, vectors: Vectors, *,
-                  train: bool, upsample: bool, dtype: Dtype) -> jax.Array:
+                  train: bool, dtype: Dtype) -> jax.Array:
   """conv2d(x, kernel / sigma), the reference formulation of Conv.
 
   Args:
-    x: [B, H, W, C]; with ``vectors``, len(vectors) equal chunks of the
-      batch, chunk i normalized by the sigma of vectors[i].
+    x: [B, H, W, C].
     kernel: [kh, kw, C, F] float32, the raw parameter.
-    vectors: None (no spectral norm) or the (u, v) of each chunk.
+    vectors: None (no spectral norm) or [(u, v)], this forward's vectors.
     train: whether the forward is differentiated (formulations may differ;
       this one does not).
-    upsample: convolve upsample2x(x) instead of x.
     dtype: the compute dtype.
 
   Returns:
-    [B, H', W', F] in dtype, without the bias.
+    [B, H, W, F] in dtype, without the bias.
   """
   del train
-  if upsample:
-    x = upsample2x(x)
   x = x.astype(dtype)
   if vectors is None:
     return conv2d(x, kernel.astype(dtype))
-  return jnp.concatenate([
-      conv2d(chunk, (kernel / sigma(kernel, u, v)).astype(dtype))
-      for chunk, (u, v) in zip(jnp.split(x, len(vectors)), vectors)])
+  (u, v), = vectors
+  return conv2d(x, (kernel / sigma(kernel, u, v)).astype(dtype))
+
+
+def upsample_spectral_conv(x: jax.Array, kernel: jax.Array, vectors: Vectors,
+                           *, train: bool, dtype: Dtype) -> jax.Array:
+  """Nearest 2x upsampling, then the conv: [B, H, W, C] -> [B, 2H, 2W, F].
+
+  The reference formulation of a Conv that reads the upsampled map (the D
+  decoder's); a kernel may compute both steps as one.
+  """
+  return spectral_conv(upsample2x(x), kernel, vectors, train=train,
+                       dtype=dtype)
 
 
 class Conv(nn.Module):
@@ -156,41 +162,34 @@ class Conv(nn.Module):
   ``batch_stats``. A training-mode forward runs one power iteration first
   (v = W^T u / |.|, u = W v / |.|) and stores the vectors; eval mode uses
   the stored ones. The kernel used is W / sigma, sigma = u . (W v).
-
-  ``groups`` > 1 evaluates that many consecutive official forwards in one
-  call: the batch is ``groups`` equal chunks, chunk i sees the state after
-  i power iterations (its own sigma), and the state after the last is kept.
-  This is how the D step's three forwards share one batched convolution.
+  ``formulation`` computes it (see spectral_conv).
   """
   features: int
   kernel_size: int = 3
   use_bias: bool = True
   spectral_norm: bool = False
-  groups: int = 1
-  upsample: bool = False  # Convolve upsample2x(x).
   formulation: Callable[..., jax.Array] = spectral_conv
   dtype: Optional[Dtype] = None
 
   @nn.compact
   def weights(self, in_features: int, *, train: bool):
-    """(kernel [k, k, in, out], bias [out] or None, vectors or None).
-
-    vectors: the (u, v) each of the ``groups`` forwards uses; in training
-    the power iteration advances the stored pair once per forward.
-    """
+    """(kernel [k, k, in, out], bias [out] or None, [(u, v)] or None)."""
     k = self.kernel_size
     kernel = self.param('kernel', xavier_normal(),
                         (k, k, in_features, self.features), jnp.float32)
     vectors = None
     if self.spectral_norm:
-      vectors = self._power_iteration(kernel, train)
+      vectors = self.power_iterations(kernel, train)
     bias = None
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,),
                         jnp.float32)
     return kernel, bias, vectors
 
-  def _power_iteration(self, kernel: jax.Array, train: bool):
+  def power_iterations(self, kernel: jax.Array, train: bool,
+                       count: int = 1):
+    """The (u, v) of ``count`` consecutive forwards: in training each
+    advances the stored pair by one power iteration (the last is kept)."""
     k, n_in = self.kernel_size, kernel.shape[2]
     u_var = self.variable('batch_stats', 'u', lambda: _unit_vector(
         self.make_rng('params'), (self.features,)))
@@ -200,7 +199,7 @@ class Conv(nn.Module):
     u, v = u_var.value, v_var.value
     iterate = train and not self.is_initializing()
     vectors = []
-    for _ in range(self.groups):
+    for _ in range(count):
       if iterate:
         v = _normalize(w_transpose_times_u(w, u))
         u = _normalize(w_times_v(w, v))
@@ -210,11 +209,10 @@ class Conv(nn.Module):
     return vectors
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """x: [B, H, W, in] -> [B, H, W, features] (2H x 2W with upsample)."""
+    """x: [B, H, W, in] -> [B, H', W', features] (the formulation's size)."""
     kernel, bias, vectors = self.weights(x.shape[-1], train=train)
     dtype = self.dtype or x.dtype
-    y = self.formulation(x, kernel, vectors, train=train,
-                         upsample=self.upsample, dtype=dtype)
+    y = self.formulation(x, kernel, vectors, train=train, dtype=dtype)
     return y if bias is None else y + bias.astype(dtype)
 
 

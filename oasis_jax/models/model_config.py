@@ -11,19 +11,25 @@ from oasis_jax.models import layers
 
 @dataclasses.dataclass(frozen=True)
 class Formulations:
-  """How the layers compute the same numbers.
+  """How the layers compute the same numbers, injected into the networks
+  (the reference by default; kernels/select.py picks faster ones).
 
   Attributes:
     conv: Conv's formulation, see layers.spectral_conv.
+    upsample_conv: the formulation of a Conv that reads its input upsampled
+      2x (the discriminator's decoder), see layers.upsample_spectral_conv.
     label_conv: LabelConv's formulation, see layers.dense_label_conv.
-    eval_res_block: None, or an eval-mode SPADE residual block
-      f(block, x, label, z) that computes the block's output from its
-      bound submodules (SPADEResBlock, eval mode, calls it instead of its
-      own forward).
+    conv_layer: the module type of every Conv (layers.Conv, or a subclass
+      with the same parameters and state).
+    res_block: the generator's residual-block type; None is
+      spade.SPADEResBlock (a subclass with the same parameters may compute
+      faster).
   """
   conv: Callable[..., Any] = layers.spectral_conv
+  upsample_conv: Callable[..., Any] = layers.upsample_spectral_conv
   label_conv: Callable[..., Any] = layers.dense_label_conv
-  eval_res_block: Optional[Callable[..., Any]] = None
+  conv_layer: Callable[..., Any] = layers.Conv
+  res_block: Optional[Callable[..., Any]] = None
 
 
 REFERENCE = Formulations()

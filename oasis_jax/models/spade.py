@@ -42,8 +42,8 @@ class SPADE(nn.Module):
   def setup(self):
     c = self.config
     z_dim = c.z_dim if c.use_3d_noise else 0
-    conv = lambda: layers.Conv(self.features, 3,
-                               formulation=c.formulations.conv, dtype=c.dtype)
+    conv = lambda: c.formulations.conv_layer(
+        self.features, 3, formulation=c.formulations.conv, dtype=c.dtype)
     self.norm = layers.ParamFreeNorm(c.norm)
     self.mlp_shared = layers.LabelConv(
         c.spade_hidden, c.num_classes, z_dim,
@@ -51,14 +51,10 @@ class SPADE(nn.Module):
     self.mlp_gamma = conv()
     self.mlp_beta = conv()
 
-  def condition(self, label: jax.Array, z: Optional[jax.Array], hw):
-    """seg's parts (label ids, z) read at resolution hw."""
-    return resize_condition(label, z, hw)
-
   def __call__(self, x: jax.Array, label: jax.Array,
                z: Optional[jax.Array]) -> jax.Array:
     """x: [B, h, w, features]; label, z at any resolution -> like x."""
-    label, z = self.condition(label, z, x.shape[1:3])
+    label, z = resize_condition(label, z, x.shape[1:3])
     actv = nn.relu(self.mlp_shared(label, z, train=self.train))
     gamma = self.mlp_gamma(actv, train=self.train)
     beta = self.mlp_beta(actv, train=self.train)
@@ -82,7 +78,7 @@ class SPADEResBlock(nn.Module):
     fin, fout = self.in_features, self.features
     fmid = min(fin, fout)
     spade = lambda f: SPADE(c, f, self.train)
-    conv = lambda f, k, bias=True: layers.Conv(
+    conv = lambda f, k, bias=True: c.formulations.conv_layer(
         f, k, use_bias=bias, spectral_norm=c.use_spectral_norm,
         formulation=c.formulations.conv, dtype=c.dtype)
     self.norm_0, self.conv_0 = spade(fin), conv(fmid, 3)
@@ -97,9 +93,6 @@ class SPADEResBlock(nn.Module):
   def __call__(self, x: jax.Array, label: jax.Array,
                z: Optional[jax.Array]) -> jax.Array:
     """x: [B, h, w, in_features] -> [B, h, w, features]."""
-    eval_block = self.config.formulations.eval_res_block
-    if not self.train and eval_block is not None:
-      return eval_block(self, x, label, z)
     if self.learned_shortcut:
       shortcut = self.conv_s(self.norm_s(x, label, z), train=self.train)
     else:

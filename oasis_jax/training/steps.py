@@ -80,12 +80,12 @@ def _without_head(next_fun, args, kwargs, context):
   return next_fun(*args, **kwargs)
 
 
-def _apply_d(disc, params, stats, x, *, config, **kwargs):
+def _apply_d(disc, params, stats, x, *, config):
   """D in train mode: (logits, or with the fused head the [B, H, W, F]
   inputs of its last conv, which the losses then apply chunk by chunk)."""
   with (nn.intercept_methods(_without_head) if _fused_head(config)
         else contextlib.nullcontext()):
-    return _apply(disc, params, stats, x, train=True, **kwargs)
+    return _apply(disc, params, stats, x, train=True)
 
 
 def _n_plus_one(d_out, d_params, label, *, real, weights, config):
@@ -225,9 +225,9 @@ def discriminator_step(state: train_state_lib.TrainState, image, label, z,
     """D(fake), D(real) [, D(mixed)]: consecutive official forwards."""
     inputs = [fake, image] + ([mixed] if use_labelmix else [])
     if fuse:  # One batched call; each chunk sees its own power iteration.
-      logits, stats = _apply_d(disc, d_params, d.batch_stats,
-                               jnp.concatenate(inputs), config=config,
-                               groups=len(inputs))
+      logits, stats = _apply_d(
+          select.make_discriminator(config, forwards=len(inputs)), d_params,
+          d.batch_stats, jnp.concatenate(inputs), config=config)
       return jnp.split(logits, len(inputs)), stats
     outs, stats = [], d.batch_stats
     for x in inputs:

@@ -127,8 +127,8 @@ class GeneratorTest(parameterized.TestCase):
     self.assertLen([k for k in v['params'] if k.startswith('body_')], n)
 
   def test_non_square_latent_and_shapes(self):
-    self.assertEqual(generator_lib.latent_hw(512, 2.0, 6), (8, 16))
-    self.assertEqual(generator_lib.latent_hw(256, 1.0, 6), (8, 8))
+    self.assertEqual(geometry.latent_hw(512, 2.0, 6), (8, 16))
+    self.assertEqual(geometry.latent_hw(256, 1.0, 6), (8, 8))
     c = tiny_config(image_size=128, aspect_ratio=2.0)
     (g_p, _), _ = jax.eval_shape(
         lambda: train_state.init_variables(c, jax.random.PRNGKey(0)))

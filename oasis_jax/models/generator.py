@@ -18,12 +18,6 @@ def channel_multipliers(num_res_blocks: int) -> list[int]:
   return mults[-(num_res_blocks + 1):]
 
 
-def latent_hw(image_size: int, aspect_ratio: float,
-              num_res_blocks: int) -> tuple[int, int]:
-  """(h, w) of the first feature map (the rule of geometry.latent_hw)."""
-  return geometry.latent_hw(image_size, aspect_ratio, num_res_blocks)
-
-
 class OasisGenerator(nn.Module):
   """SPADE generator with 3D noise (OASIS, Sushko et al. 2022).
 
@@ -52,7 +46,7 @@ class OasisGenerator(nn.Module):
     b, h, w = label.shape
     label = label.astype(jnp.int32)
     _check_noise(c, label, z)
-    lh, lw = latent_hw(w, c.aspect_ratio, c.num_res_blocks)
+    lh, lw = geometry.latent_hw(w, c.aspect_ratio, c.num_res_blocks)
     scale = 2**(c.num_res_blocks - 1)
     if (lh * scale, lw * scale) != (h, w):
       raise ValueError(

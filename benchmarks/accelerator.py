@@ -277,23 +277,20 @@ def print_table(cases: list[dict]) -> None:
     print(' | '.join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
-  start = time.perf_counter()
-  tiny = _TINY.value
-  available = {m: importable(m) for m in
-               sorted({m for ms in NEEDS.values() for m in ms})}
-  notes = [f'{m} not installed' for m, ok in available.items() if not ok]
-  cases = []
-  flops = {}  # (kind, batch, overrides) -> FLOPs of one call.
-  cache_dir = tempfile.mkdtemp(prefix='oasis_accel_jit_')
+def run_cases(tiny: bool, available: dict, notes: list[str],
+              start: float) -> list[dict]:
+  """Runs plan(tiny)'s cases, each in its own process, within --budget_s;
+  each case gets its 'result' and the official figure it compares with."""
   missing = _missing('model', available)
   if missing:
     notes.append(f'model cases skipped: needs {", ".join(missing)} '
                  '(configs/*.py are ConfigDicts)')
+    return []
+  cases = []
+  flops = {}  # (kind, batch, overrides) -> FLOPs of one call.
   took = {}  # kind -> the longest case of that kind so far (s).
-  for case in [] if missing else plan(tiny):
+  cache_dir = tempfile.mkdtemp(prefix='oasis_accel_jit_')
+  for case in plan(tiny):
     elapsed = time.perf_counter() - start
     if elapsed + took.get(case['kind'], 0) > _BUDGET_S.value:
       notes.append(f'skipped (budget {_BUDGET_S.value:.0f} s): '
@@ -318,7 +315,14 @@ def main(argv: Sequence[str]) -> None:
           f'{result.get("s_per_iter", result.get("s_per_batch"))} s, '
           f'compile {result.get("compile_s")} s {result.get("error", "")}',
           flush=True)
-  for case in cases:  # The formulations against the default at that size.
+  shutil.rmtree(cache_dir, ignore_errors=True)
+  _compare_variants(cases)
+  return cases
+
+
+def _compare_variants(cases: list[dict]) -> None:
+  """Each formulation's speed-up against the default at that size."""
+  for case in cases:
     if case.get('variant') and case['result'].get('s_per_iter'):
       base = [c for c in cases if not c.get('variant') and
               c['kind'] == 'train' and c['dtype'] == case['dtype'] and
@@ -327,6 +331,39 @@ def main(argv: Sequence[str]) -> None:
       if base:
         case['speedup_vs_default'] = (base[0]['result']['s_per_iter'] /
                                       case['result']['s_per_iter'])
+
+
+def print_report(cases: list[dict], main_run: Optional[dict],
+                 pipeline: Optional[dict], notes: list[str]) -> None:
+  """The table, the main run's and the pipeline's lines, the notes."""
+  print()
+  print_table(cases)
+  if main_run:
+    cold, warm = main_run['cold'], main_run['warm']
+    print(f'oasis_jax.main ({main_run["steps"]} steps, {main_run["config"]}):'
+          f' first step after {_fmt(cold["first_step_s"])} s cold, '
+          f'{_fmt(warm["first_step_s"])} s from the cache; whole run '
+          f'{cold["total_s"]:.1f} s')
+  if pipeline:
+    grain = pipeline.get('grain')
+    print(f'input pipeline (ADE20K JPEG -> 256x256): '
+          f'{pipeline["cpu_ms_per_image"]:.3g} CPU ms/image = '
+          f'{pipeline["images_per_s_per_core"]:.3g} images/s per core'
+          + (f'; Grain with {grain["workers"]} workers: '
+             f'{grain["images_per_s"]} images/s' if grain else ''))
+  for note in notes:
+    print(f'note: {note}')
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}.')
+  start = time.perf_counter()
+  tiny = _TINY.value
+  available = {m: importable(m) for m in
+               sorted({m for ms in NEEDS.values() for m in ms})}
+  notes = [f'{m} not installed' for m, ok in available.items() if not ok]
+  cases = run_cases(tiny, available, notes, start)
   cpus = cpu_workers.usable_cpus()
   main_run = None
   if _MAIN_STEPS.value > 0:
@@ -355,24 +392,7 @@ def main(argv: Sequence[str]) -> None:
                        for c in cases if c.get('variant')},
       'main_run': main_run, 'pipeline': pipeline, 'notes': notes,
   }
-  print()
-  print_table(cases)
-  if main_run:
-    cold, warm = main_run['cold'], main_run['warm']
-    print(f'oasis_jax.main ({main_run["steps"]} steps, {main_run["config"]}):'
-          f' first step after {_fmt(cold["first_step_s"])} s cold, '
-          f'{_fmt(warm["first_step_s"])} s from the cache; whole run '
-          f'{cold["total_s"]:.1f} s')
-  if pipeline:
-    grain = pipeline.get('grain')
-    print(f'input pipeline (ADE20K JPEG -> 256x256): '
-          f'{pipeline["cpu_ms_per_image"]:.3g} CPU ms/image = '
-          f'{pipeline["images_per_s_per_core"]:.3g} images/s per core'
-          + (f'; Grain with {grain["workers"]} workers: '
-             f'{grain["images_per_s"]} images/s' if grain else ''))
-  for note in notes:
-    print(f'note: {note}')
-  shutil.rmtree(cache_dir, ignore_errors=True)
+  print_report(cases, main_run, pipeline, notes)
   print(json.dumps(summary, sort_keys=True))
 
 

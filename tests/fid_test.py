@@ -64,7 +64,7 @@ def trained_run():
     dict: root, workdir, config, fids {step: FID returned}, compute_calls,
     state (final train state on the host).
   """
-  root = tempfile.mkdtemp(prefix='evaluators_fid_test_')
+  root = tempfile.mkdtemp(prefix='fid_test_')
   atexit.register(shutil.rmtree, root, ignore_errors=True)
   weights = os.path.join(root, 'inception_random.npz')
   shutil.copyfile(fixture_weights(), weights)

@@ -2,7 +2,7 @@
 
 Each segmenter (weights from the parity fixtures' rule, written as the .npz
 a user converts) segments generated and real images through
-`evaluators.miou`; the confusion matrix must equal one computed here in
+`evaluation.miou`; the confusion matrix must equal one computed here in
 numpy from the segmenter's own outputs. The checkpoint mode
 (`suite.evaluate_checkpoint`) is run once, with DRN-D-105.
 """

@@ -1,7 +1,7 @@
 """LVIS v1 at 256x256: 1203 long-tailed categories, the COCO-Stuff recipe."""
 
 from configs import default as default_lib
-from data_pipelines import lvis
+from data_pipelines.lvis import dataset as lvis_dataset
 
 
 def get_config():
@@ -10,7 +10,7 @@ def get_config():
   data = config.data
   data.name = 'lvis'
   # num_classes 1204, dontcare 0, 256x256 crops of 286x286, flips.
-  data.update(lvis.RECIPE)
+  data.update(lvis_dataset.RECIPE)
   # Overlapping objects: 'file' (official: later annotations over earlier
   # ones) or 'small_on_top' (larger masks first, smaller ones stay visible).
   data.paint_order = 'file'

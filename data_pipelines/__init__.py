@@ -9,7 +9,7 @@ decoded examples {'image': uint8 [h, w, 3], 'label': int32 [h, w] class ids,
 `data_pipelines.tfds_builders` with `tfds.data_source` (the two sources are
 in sources.py; they give identical examples).
 LVIS reads label PNGs prepared once from its annotation files (or paints
-them on the fly); see `lvis.py`. With `config.data.prepared` set, any data
+them on the fly); see `lvis/`. With `config.data.prepared` set, any data
 set is read from the prepared format instead (`prepared/`: resized once,
 the same batches as the folder route).
 """
@@ -22,17 +22,18 @@ from data_pipelines import cityscapes
 from data_pipelines import coco_stuff
 from data_pipelines import core
 from data_pipelines import folder
-from data_pipelines import lvis
 from data_pipelines import sources
 from data_pipelines import synthetic
 from data_pipelines import geometry
+from data_pipelines.lvis import dataset as lvis_dataset
+from data_pipelines.lvis import sources as lvis_sources
 from data_pipelines.prepared import manifest as prepared_manifest
 from data_pipelines.prepared import reader as prepared_reader
 
 DataError = core.DataError
 SPLITS = ('train', 'val')
 FOLDER_DATASETS = {m.NAME: m for m in (ade20k, cityscapes, coco_stuff, folder,
-                                       lvis)}
+                                       lvis_dataset)}
 DATASETS = ('synthetic',) + tuple(FOLDER_DATASETS)
 SOURCES = ('folder', 'tfds')  # config.data.source: how the files are read.
 
@@ -161,9 +162,9 @@ def make_source(data_config, split: str, *, allow_build: bool = True):
   if data_config.prepared:
     return prepared_source(data_config, split)
   dataset = get_dataset(data_config)
-  if data_config.name == lvis.NAME:
-    return lvis.make_source(dataset, split, allow_build,
-                             sources.FolderSource)
+  if data_config.name == lvis_dataset.NAME:
+    return lvis_sources.make_source(dataset, split, allow_build,
+                                    sources.FolderSource)
   if data_config.source == 'folder':
     return sources.FolderSource(dataset.list_pairs(split), dataset.decoder)
   if data_config.source != 'tfds':
@@ -216,6 +217,6 @@ def class_groups(data_config) -> Optional[dict[str, list[int]]]:
   LVIS: its categories by frequency, {'rare', 'common', 'frequent'} -> ids
   (from the val annotation file). Other data sets: None.
   """
-  if data_config.name != lvis.NAME:
+  if data_config.name != lvis_dataset.NAME:
     return None
   return get_dataset(data_config).frequency_groups('val')

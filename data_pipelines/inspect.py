@@ -34,7 +34,8 @@ import numpy as np
 
 import data_pipelines
 from data_pipelines import core
-from data_pipelines import lvis
+from data_pipelines.lvis import dataset as lvis_dataset
+from data_pipelines.lvis import inspect as lvis_inspect
 from data_pipelines.prepared import manifest as prepared_manifest
 from data_pipelines.prepared import reader as prepared_reader
 from oasis_jax.runtime import fatal
@@ -149,9 +150,10 @@ def scan(data_config, split: str = 'train', num_threads: int = 0,
     pairs, dataset, scan_one = [], None, None
     try:
       dataset = data_pipelines.get_dataset(data_config)
-      if data_config.name == lvis.NAME:  # The annotations, not the PNGs.
+      # LVIS: the annotations are scanned, not the PNGs.
+      if data_config.name == lvis_dataset.NAME:
         pairs = dataset.records(split, problems)
-        scan_one = lambda r: lvis.scan_record(dataset, split, r)
+        scan_one = lambda r: lvis_inspect.scan_record(dataset, split, r)
       else:
         pairs = dataset.list_pairs(split, problems)
         scan_one = lambda p: _scan_pair(dataset.decoder, p)
@@ -168,8 +170,8 @@ def scan(data_config, split: str = 'train', num_threads: int = 0,
         if log_progress and (done % 1000 == 0 or done == count):
           print(f'{done}/{count} pairs scanned ({time.time() - start:.0f} s)',
                 file=sys.stderr)
-    if isinstance(dataset, lvis.LvisDataset):
-      extras = lvis.report_extras(
+    if isinstance(dataset, lvis_dataset.LvisDataset):
+      extras = lvis_inspect.report_extras(
           dataset, split, {c: int(n) for c, n in enumerate(histogram) if n})
   return {
       'dataset': data_config.name,

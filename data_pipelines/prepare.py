@@ -25,12 +25,12 @@ from absl import flags
 from ml_collections import config_flags
 
 import data_pipelines
-from data_pipelines import lvis
+from data_pipelines.lvis import dataset as lvis_dataset
 from data_pipelines.prepared import writer
 
 
 def _prepare_lvis_labels(data_config) -> int:
-  if data_config.name != lvis.NAME:
+  if data_config.name != lvis_dataset.NAME:
     raise data_pipelines.DataError(
         f'config.data.name={data_config.name!r}: pass --out=DIR to write the '
         'prepared format (only lvis has label PNGs to prepare without it).')

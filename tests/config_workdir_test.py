@@ -14,7 +14,7 @@ from PIL import Image
 from configs import default
 from configs import lvis
 from configs import tiny
-from data_pipelines import lvis as lvis_data
+from data_pipelines.lvis import dataset as lvis_data
 from oasis_jax.config import workdir as workdir_config
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import onnx
 from onnx import helper
 from onnx import TensorProto
 
-import evaluators_fid_test  # The shared tiny training run with FID.
+import fid_test  # The shared tiny training run with FID.
 from oasis_jax.training import input_pipeline
 from oasis_jax.evaluation import fid as fid_evaluator
 
@@ -66,7 +66,7 @@ class CheckpointModeTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.trained = evaluators_fid_test.trained_run()
+    cls.trained = fid_test.trained_run()
     workdir = cls.trained['workdir']
     cls.cache = os.path.join(workdir, fid_evaluator.FID_STATS_DIR)
     cls.cache_before = {name: os.stat(os.path.join(cls.cache, name))

@@ -17,9 +17,9 @@ from pycocotools import mask as mask_utils
 from configs import lvis as lvis_config
 from configs import tiny
 import data_pipelines
-from data_pipelines import lvis
 from data_pipelines import testing
 from data_pipelines import transforms
+from data_pipelines.lvis import annotations as lvis_annotations
 from oasis_jax.training import checkpointing
 from oasis_jax.training import input_pipeline
 from data_pipelines import palettes
@@ -202,7 +202,7 @@ class LvisDataTest(parameterized.TestCase):
     self.assertEqual(report['num_categories_present'], len(present))
     total = histogram.sum()
     groups = report['frequency_groups']
-    for letter, name in lvis.FREQUENCY_GROUPS.items():
+    for letter, name in lvis_annotations.FREQUENCY_GROUPS.items():
       ids = [c for c in present if testing.lvis_frequency(c) == letter]
       self.assertEqual(groups[name]['pixels'], int(histogram[ids].sum()))
       self.assertAlmostEqual(groups[name]['share'],

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from data_pipelines import errors
 from data_pipelines import geometry
-from data_pipelines import lvis
+from data_pipelines.lvis import dataset as lvis_dataset
 
 FORMAT_VERSION = 1
 MANIFEST = 'prepared.json'
@@ -70,10 +70,10 @@ def recipe(data_config, dataset) -> dict[str, Any]:
       'label_resize': LABEL_RESIZE,
       'remap': remap,
   }
-  if dataset.name == lvis.NAME:
+  if dataset.name == lvis_dataset.NAME:
     out['paint_order'] = dataset.paint_order
     for key in ('keep_unannotated_train', 'keep_unannotated_val'):
-      out[key] = bool(data_config.get(key, lvis.DEFAULTS[key]))
+      out[key] = bool(data_config.get(key, lvis_dataset.DEFAULTS[key]))
   return out
 
 
@@ -189,7 +189,7 @@ def source_files(dataset, split: str) -> list[str]:
   LVIS: its annotation file and every file of the COCO image folders; other
   data sets: the images and labels of the split's pairs.
   """
-  if dataset.name == lvis.NAME:
+  if dataset.name == lvis_dataset.NAME:
     return [dataset.annotation_file(split)] + [
         path for folder in ('train2017', 'val2017')
         for path in _files_in(os.path.join(dataset.root, folder))]

@@ -22,9 +22,10 @@ from array_record.python import array_record_module
 
 import data_pipelines
 from data_pipelines import errors
-from data_pipelines import lvis
 from data_pipelines import sources
 from data_pipelines import transforms
+from data_pipelines.lvis import dataset as lvis_dataset
+from data_pipelines.lvis import sources as lvis_sources
 from data_pipelines.prepared import manifest as manifest_lib
 from data_pipelines.prepared import records
 
@@ -54,7 +55,7 @@ class Task:
 
 def split_items(dataset, split: str) -> list:
   """The pairs (LVIS: records) of a split, in the folder route's order."""
-  if dataset.name == lvis.NAME:
+  if dataset.name == lvis_dataset.NAME:
     return dataset.records(split)
   return dataset.list_pairs(split)
 
@@ -62,10 +63,10 @@ def split_items(dataset, split: str) -> list:
 def items_source(dataset, split: str, items: list):
   """The source decoding `items` as the folder route does (LVIS: painted
   here, no label PNGs needed)."""
-  if dataset.name == lvis.NAME:
-    return lvis.RasterizingSource(items, dataset.decoder,
-                                  dataset.paint_order,
-                                  dataset.annotation_file(split))
+  if dataset.name == lvis_dataset.NAME:
+    return lvis_sources.RasterizingSource(items, dataset.decoder,
+                                          dataset.paint_order,
+                                          dataset.annotation_file(split))
   return sources.FolderSource(items, dataset.decoder)
 
 

@@ -36,7 +36,8 @@ def defaults(data_name: str) -> ml_collections.ConfigDict:
   """The defaults a saved config of data set `data_name` is merged onto.
 
   configs/default.py's config plus the `config.data` keys that only the
-  data set has (e.g. LVIS's `paint_order`: `data_pipelines.lvis.DEFAULTS`).
+  data set has (e.g. LVIS's `paint_order`:
+  `data_pipelines.lvis.dataset.DEFAULTS`).
   """
   config = default_lib.get_config()
   module = data_pipelines.FOLDER_DATASETS.get(data_name)

@@ -4,7 +4,7 @@
 `train.train_and_evaluate` calls every `config.eval.fid_every_steps`: the FID
 of the EMA generator (eval mode, BN statistics refreshed by the loop) on the
 validation label maps against the real validation images. Generated image i
-gets the noise of (config.seed, example index i) (evaluators.common). The
+gets the noise of (config.seed, example index i) (evaluation.common). The
 real images' statistics are computed once and cached in
 `workdir/fid_stats/`, under a key of the data set, split, size, number of
 images and the weights file.

@@ -1,9 +1,9 @@
 """Metrics of a saved generator: `evaluate_checkpoint(workdir, checkpoint)`.
 
 The `checkpoint` mode of `python -m oasis_jax.evaluate`: FID
-(evaluators/fid.py), mIoU of an ONNX segmenter and the proxy mIoU of the
-OASIS discriminator's own segmentation (evaluators/miou.py), all on the same
-generated validation images, and diversity (evaluators/diversity.py); writes
+(evaluation/fid.py), mIoU of an ONNX segmenter and the proxy mIoU of the
+OASIS discriminator's own segmentation (evaluation/miou.py), all on the same
+generated validation images, and diversity (evaluation/diversity.py); writes
 `workdir/metrics_<checkpoint>.json`.
 """
 
@@ -49,7 +49,7 @@ def evaluate_checkpoint(workdir: str, checkpoint: Union[str, int] = 'best', *,
   proxy mIoU of the checkpoint's discriminator
   ('miou_discriminator': argmax over its N real-class logits vs the input
   label, don't care ignored; None with a note for the SPADE D, which does
-  not segment). Diversity: `evaluators.diversity`.
+  not segment). Diversity: `evaluation.diversity`.
 
   Args:
     workdir: the training run's folder.

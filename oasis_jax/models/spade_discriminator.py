@@ -3,10 +3,10 @@
 The paper's ablation trains the OASIS generator against this discriminator
 (NVlabs SPADE's `MultiscaleDiscriminator` with `n_layer` sub-discriminators,
 spectral norm and instance norm), with hinge losses and feature matching
-(oasis_jax/losses.py). Scale i sees the input average-pooled i times (3x3,
-stride 2, padding 1, the padding not counted); each scale has its own
-weights. Every conv is 4x4 with zero padding 2 on each side (not 'same': a
-stride-1 conv grows the map by one pixel).
+(oasis_jax/training/losses.py). Scale i sees the input average-pooled i
+times (3x3, stride 2, padding 1, the padding not counted); each scale has its
+own weights. Every conv is 4x4 with zero padding 2 on each side (not 'same':
+a stride-1 conv grows the map by one pixel).
 """
 
 from typing import Any, Optional

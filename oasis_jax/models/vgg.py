@@ -38,7 +38,8 @@ class VGG19Features(nn.Module):
   Every conv is 3x3, stride 1, zero padding 1, with bias; no input
   normalization (images go in as they are, [-1, 1] for OASIS). Parameters are
   ``conv_<torchvision index>_kernel`` (HWIO) and ``..._bias``; they are frozen
-  (never part of a train state), see oasis_jax/vgg_weights.py.
+  (never part of a train state), see
+  oasis_jax/pretrained/vgg_weights.py.
 
   Attributes:
     channels: widths of blocks 1..5 (ImageNet's VGG-19: 64..512; tests use

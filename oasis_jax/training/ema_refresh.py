@@ -5,8 +5,8 @@ weights produce, so before the EMA generator is sampled, evaluated or
 exported its statistics are re-estimated: `config.ema.bn_refresh_batches`
 train-mode forwards without gradient on training batches of a separate
 iterator seeded by (config.seed, step), so the same step always sees the
-same batches and noise. Training (`train.py`) and inference (`inference.py`)
-both call this module.
+same batches and noise. Training (`train.py`) and inference
+(`inference/synthesis.py`) both call this module.
 """
 
 import functools

@@ -1,4 +1,4 @@
-"""Tests of evaluators/miou.py: protocols, D's segmentation, confusion."""
+"""Tests of evaluation/miou.py: protocols, D's segmentation, confusion."""
 
 import math
 import types

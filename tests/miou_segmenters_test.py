@@ -2,7 +2,7 @@
 
 Each segmenter (weights from the parity fixtures' rule, written as the .npz
 a user converts) segments generated and real images through
-`evaluators.miou`; the confusion matrix must equal one computed here in
+`evaluation.miou`; the confusion matrix must equal one computed here in
 numpy from the segmenter's own outputs. The checkpoint mode
 (`suite.evaluate_checkpoint`) is run once, with DRN-D-105.
 """
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import tiny
-import evaluators_fid_test  # The shared tiny training run with FID.
+import fid_test  # The shared tiny training run with FID.
 from oasis_jax.evaluation import suite
 from oasis_jax import main
 from oasis_jax.runtime import sharding
@@ -162,8 +162,8 @@ class TrainingEvaluateFnTest(absltest.TestCase):
     self.assertEqual(calls, [{'params': 1}] * 2)
 
   def test_missing_segmenter_weights_stop_the_run_at_start_up(self):
-    config = evaluators_fid_test.fid_config(
-        evaluators_fid_test.fixture_weights())
+    config = fid_test.fid_config(
+        fid_test.fixture_weights())
     config.eval.segmenter = 'upernet101'
     config.eval.segmenter_weights = '/nonexistent/enc.pth,/nonexistent/dec.pth'
     with self.assertRaisesRegex(networks.MissingSegmenterWeightsError,
@@ -175,7 +175,7 @@ class TrainingEvaluateFnTest(absltest.TestCase):
 class CheckpointModeTest(absltest.TestCase):
 
   def test_checkpoint_miou_equals_numpy_of_the_generated_images(self):
-    trained = evaluators_fid_test.trained_run()
+    trained = fid_test.trained_run()
     config = trained['config'].copy_and_resolve_references()
     config.eval.num_fid_images = 4
     config.eval.segmenter = 'drn_d_105'
@@ -203,7 +203,7 @@ class CheckpointModeTest(absltest.TestCase):
 
 
   def test_command_line_flags(self):
-    trained = evaluators_fid_test.trained_run()
+    trained = fid_test.trained_run()
     workdir = tempfile.mkdtemp(prefix='segmenter_cli_')
     shutil.copytree(trained['workdir'], workdir, dirs_exist_ok=True)
     command = [

@@ -1,4 +1,4 @@
-"""Tests of evaluators/diversity.py: the MS-SSIM input size."""
+"""Tests of evaluation/diversity.py: the MS-SSIM input size."""
 
 from absl.testing import absltest
 from absl.testing import parameterized

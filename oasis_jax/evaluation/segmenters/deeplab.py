@@ -22,9 +22,9 @@ NUM_CLASSES = 182  # COCO-Stuff 164k ids 0..181.
 MSC_SCALES = (0.5, 0.75)  # DeepLabV2_ResNet101_MSC fixes them.
 ATROUS_RATES = (6, 12, 18, 24)
 # (out channels, blocks, stride, dilation) of layer2..layer5.
-_STAGES = ((256, 3, 1, 1), (512, 4, 2, 1), (1024, 23, 1, 2),
+STAGES = ((256, 3, 1, 1), (512, 4, 2, 1), (1024, 23, 1, 2),
            (2048, 3, 1, 4))
-_CBR_NAMES = ('conv', 'bn')  # _ConvBnReLU's children.
+CBR_NAMES = ('conv', 'bn')  # _ConvBnReLU's children.
 
 
 class _MSRABottleneck(nn.Module):
@@ -38,15 +38,15 @@ class _MSRABottleneck(nn.Module):
   @nn.compact
   def __call__(self, x):
     mid, dt = self.out_ch // 4, self.dtype
-    y = layers.ConvBN(mid, 1, stride=self.stride, names=_CBR_NAMES, dtype=dt,
+    y = layers.ConvBN(mid, 1, stride=self.stride, names=CBR_NAMES, dtype=dt,
                       name='reduce')(x)
-    y = layers.ConvBN(mid, 3, dilation=self.dilation, names=_CBR_NAMES,
+    y = layers.ConvBN(mid, 3, dilation=self.dilation, names=CBR_NAMES,
                       dtype=dt, name='conv3x3')(y)
-    y = layers.ConvBN(self.out_ch, 1, relu=False, names=_CBR_NAMES, dtype=dt,
+    y = layers.ConvBN(self.out_ch, 1, relu=False, names=CBR_NAMES, dtype=dt,
                       name='increase')(y)
     if self.downsample:
       x = layers.ConvBN(self.out_ch, 1, stride=self.stride, relu=False,
-                        names=_CBR_NAMES, dtype=dt, name='shortcut')(x)
+                        names=CBR_NAMES, dtype=dt, name='shortcut')(x)
     return nn.relu(x + y)
 
 
@@ -73,7 +73,7 @@ class _Stem(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = layers.ConvBN(64, 7, stride=2, names=_CBR_NAMES, dtype=self.dtype,
+    x = layers.ConvBN(64, 7, stride=2, names=CBR_NAMES, dtype=self.dtype,
                       name='conv1')(x)
     return layers.max_pool_3x3_s2(x, ceil_mode=True)
 
@@ -103,7 +103,7 @@ class DeepLabV2(nn.Module):
   def __call__(self, x, *, features: bool = False):
     feats = {'layer1': _Stem(dtype=self.dtype, name='layer1')(x)}
     x = feats['layer1']
-    for i, (ch, blocks, stride, dilation) in enumerate(_STAGES, 2):
+    for i, (ch, blocks, stride, dilation) in enumerate(STAGES, 2):
       x = feats[f'layer{i}'] = _ResLayer(ch, blocks, stride, dilation,
                                          dtype=self.dtype,
                                          name=f'layer{i}')(x)

@@ -20,7 +20,11 @@ from oasis_jax.evaluation.segmenters import layers
 NAME = 'drn_d_105'
 NUM_CLASSES = 19  # Cityscapes train ids.
 # (planes, blocks, stride, dilation) of the bottleneck layers base.3..6.
-_STAGES = ((64, 3, 2, 1), (128, 4, 2, 1), (256, 23, 1, 2), (512, 3, 1, 4))
+STAGES = ((64, 3, 2, 1), (128, 4, 2, 1), (256, 23, 1, 2), (512, 3, 1, 4))
+# (channels, kernel, stride) of the conv-BN-ReLU layers base.0..2.
+STEM = ((16, 7, 1), (16, 3, 1), (32, 3, 2))
+# (layer, dilation) of the 512-channel 3x3 conv-BN-ReLU layers base.7, 8.
+TAIL = ((7, 2), (8, 1))
 _UP_KERNEL, _UP_STRIDE, _UP_PADDING = 16, 8, 4
 
 
@@ -65,14 +69,14 @@ class DRNBase(nn.Module):
   def __call__(self, x, *, features: bool = False):
     """[B, H, W, 3] -> [B, ceil(H/8), ceil(W/8), 512] (and per layer)."""
     dt, feats = self.dtype, []
-    for i, (ch, k, stride) in enumerate(((16, 7, 1), (16, 3, 1), (32, 3, 2))):
+    for i, (ch, k, stride) in enumerate(STEM):
       x = layers.ConvBN(ch, k, stride=stride, dtype=dt, name=str(i))(x)
       feats.append(x)
-    for i, (planes, blocks, stride, dilation) in enumerate(_STAGES, 3):
+    for i, (planes, blocks, stride, dilation) in enumerate(STAGES, 3):
       x = layers.BottleneckStage(planes, blocks, stride, dilation,
                                  dtype=dt, name=str(i))(x)
       feats.append(x)
-    for i, dilation in ((7, 2), (8, 1)):
+    for i, dilation in TAIL:
       x = layers.ConvBN(512, 3, dilation=dilation, dtype=dt, name=str(i))(x)
       feats.append(x)
     return (x, feats) if features else x

@@ -132,7 +132,7 @@ def rescale_bilinear(x, factor: float):
   return out.astype(x.dtype)
 
 
-def _adaptive_pool_matrix(n: int, s: int) -> np.ndarray:
+def adaptive_pool_matrix(n: int, s: int) -> np.ndarray:
   """[s, n] averaging weights of PyTorch's AdaptiveAvgPool over n -> s bins:
   bin i covers [floor(i n / s), ceil((i + 1) n / s))."""
   m = np.zeros((s, n), np.float32)
@@ -144,8 +144,8 @@ def _adaptive_pool_matrix(n: int, s: int) -> np.ndarray:
 
 def adaptive_avg_pool(x, size: int):
   """PyTorch `AdaptiveAvgPool2d(size)` on NHWC (overlapping bins allowed)."""
-  mh = jnp.asarray(_adaptive_pool_matrix(x.shape[1], size), x.dtype)
-  mw = jnp.asarray(_adaptive_pool_matrix(x.shape[2], size), x.dtype)
+  mh = jnp.asarray(adaptive_pool_matrix(x.shape[1], size), x.dtype)
+  mw = jnp.asarray(adaptive_pool_matrix(x.shape[2], size), x.dtype)
   return jnp.einsum('ih,bhwc,jw->bijc', mh, x, mw, precision=HIGHEST)
 
 

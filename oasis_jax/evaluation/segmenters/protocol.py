@@ -158,7 +158,8 @@ def _resized(protocol: Protocol, pixels, size):
   return jnp.clip(jnp.round(out), 0, 255)
 
 
-def _normalized(protocol: Protocol, pixels, dtype):
+def normalized(protocol: Protocol, pixels, dtype):
+  """0..255 pixels [B, H, W, 3] (R, G, B) -> the segmenter's input."""
   x = pixels[..., ::-1] if protocol.bgr else pixels
   mean = jnp.asarray(protocol.mean, jnp.float32)
   std = jnp.asarray(protocol.std, jnp.float32)
@@ -179,7 +180,7 @@ def predict(protocol: Protocol, variables, images,
       size if size is not None else images.shape[1:3])
   total = 0
   for s in sizes:
-    x = _normalized(protocol, _resized(protocol, pixels, s), dtype)
+    x = normalized(protocol, _resized(protocol, pixels, s), dtype)
     total = total + networks.scores(model, variables, x, out_size,
                                     align_corners=bool(protocol.long_side))
   return jnp.argmax(total, -1).astype(jnp.int32)

@@ -22,8 +22,10 @@ NAME = 'upernet101'
 NUM_CLASSES = 150  # ADE20K.
 FPN_DIM = 512  # build_decoder('upernet') fixes it.
 POOL_SCALES = (1, 2, 3, 6)
+# (channels, stride) of the stem's 3x3 conv1..conv3 (each with BN, ReLU).
+STEM = ((64, 2), (64, 1), (128, 1))
 # (planes, blocks, stride) of layer1..layer4 (ResNet-101).
-_STAGES = ((64, 3, 1), (128, 4, 2), (256, 23, 2), (512, 3, 2))
+STAGES = ((64, 3, 1), (128, 4, 2), (256, 23, 2), (512, 3, 2))
 
 
 class ResNetEncoder(nn.Module):
@@ -34,13 +36,13 @@ class ResNetEncoder(nn.Module):
   def __call__(self, x):
     """[B, H, W, 3] -> ([layer1..layer4] at strides 4..32, stem, maxpool)."""
     dt = self.dtype
-    for i, (ch, stride) in enumerate(((64, 2), (64, 1), (128, 1)), 1):
+    for i, (ch, stride) in enumerate(STEM, 1):
       x = layers.conv(ch, 3, stride=stride, dtype=dt, name=f'conv{i}')(x)
       x = nn.relu(layers.batch_norm(dtype=dt, name=f'bn{i}')(x))
     stem = x
     x = pooled = layers.max_pool_3x3_s2(x)
     outs = []
-    for i, (planes, blocks, stride) in enumerate(_STAGES, 1):
+    for i, (planes, blocks, stride) in enumerate(STAGES, 1):
       x = layers.BottleneckStage(planes, blocks, stride, dtype=dt,
                                  name=f'layer{i}')(x)
       outs.append(x)

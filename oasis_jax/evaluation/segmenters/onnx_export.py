@@ -4,6 +4,11 @@
       --protocol=cityscapes/drn --weights=drn_d_105.npz \
       --height=256 --width=512 --output=drn_d_105.onnx
 
+writes the network of a data set's protocol with converted weights (the
+`.npz` of `segmenters.networks`, or the published files) as an .onnx file for
+the ONNX route (`evaluate --segmenter=FILE.onnx`); a missing or wrong weight
+file is one FATAL line naming it.
+
 The graph takes the ONNX route's input (`segmentation.OnnxSegmenter`): NCHW
 float32 images normalised with the ImageNet mean/std, any batch, the height
 and width fixed at export. A 1x1 convolution turns them into the protocol's
@@ -26,6 +31,7 @@ import onnx
 from onnx import helper
 from onnx import numpy_helper
 
+from oasis_jax.runtime import fatal
 from oasis_jax.evaluation import segmentation
 from oasis_jax.evaluation.segmenters import deeplab
 from oasis_jax.evaluation.segmenters import drn
@@ -348,4 +354,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('output', None, 'The .onnx file to write.')
   flags.mark_flags_as_required(
       ['protocol', 'weights', 'height', 'width', 'output'])
-  app.run(main)
+  fatal.run_main(main)

@@ -186,6 +186,10 @@ def _drn(g, x: _T, s: _Scope) -> _T:
             h, w)
 
 
+def _concat(g, xs: Sequence[_T]) -> _T:
+  return xs[0]._replace(name=g.op('Concat', [x.name for x in xs], axis=1))
+
+
 def _upernet(g, x: _T, s: _Scope) -> _T:
   """`upernet.UPerNet`: the stride-4 logits."""
   enc, dec = s['encoder'], s['decoder']
@@ -213,10 +217,6 @@ def _upernet(g, x: _T, s: _Scope) -> _T:
                                for p in pyramid[1:]])
   x = _conv_bn(g, fusion, dec['conv_last']['0'], relu=True)
   return _conv(g, x, dec['conv_last']['1'])
-
-
-def _concat(g, xs: Sequence[_T]) -> _T:
-  return xs[0]._replace(name=g.op('Concat', [x.name for x in xs], axis=1))
 
 
 def _deeplab_v2(g, x: _T, s: _Scope) -> _T:

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from oasis_jax.evaluation import segmentation
 from oasis_jax.evaluation.segmenters import convert
 from oasis_jax.evaluation.segmenters import drn
 from oasis_jax.evaluation.segmenters import networks
@@ -106,7 +107,7 @@ class OnnxExportTest(parameterized.TestCase):
     self.assertEqual([d.dim_value for d in dims[1:]], [drn.NUM_CLASSES, 36,
                                                        52])
 
-  def test_command_writes_the_network_of_the_weight_file(self):
+  def test_command_writes_a_model_the_onnx_route_runs(self):
     name, hw = 'cityscapes/drn', (36, 52)
     state = drn.to_state_dict(_variables(name))
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +119,11 @@ class OnnxExportTest(parameterized.TestCase):
            '--width=52', f'--output={out}'], check=True, capture_output=True)
       with open(out, 'rb') as f:
         got = _run(f.read(), _pixels(hw))
-    _assert_same_scores(self, _reference(name, hw), got)
+      # The ONNX route: [-1, 1] images in, class ids out.
+      ids = segmentation.OnnxSegmenter(out)(_pixels(hw) / 127.5 - 1)
+    ref = _reference(name, hw)
+    _assert_same_scores(self, ref, got)
+    self.assertGreater(np.mean(ids == ref.argmax(-1)), 0.99)
 
   def test_command_names_a_missing_weight_file_in_one_line(self):
     with tempfile.TemporaryDirectory() as tmp:

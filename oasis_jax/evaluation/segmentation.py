@@ -167,8 +167,8 @@ class SegmentationProtocol:
                     self.ignore_index)
 
 
-# The segmenters of the paper (DRN-D-105, UperNet-101, DeepLab-v2) are not
-# shipped; input_size is the generated size. Use dataclasses.replace to adapt.
+# input_size is the generated size (export the paper's segmenters at it with
+# segmenters/onnx_export.py). Use dataclasses.replace to adapt.
 PROTOCOLS = {
     # labelIds 0..33 (35 OASIS ids) -> 19 trainIds.
     'cityscapes': SegmentationProtocol(

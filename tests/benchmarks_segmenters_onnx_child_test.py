@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip('onnx')
-pytest.importorskip('onnxruntime')
-
-from benchmarks import segmenters_onnx_child  # pylint: disable=g-import-not-at-top,g-bad-import-order
+segmenters_onnx_child = pytest.importorskip(
+    'benchmarks.segmenters_onnx_child')  # Needs onnxruntime.
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -164,6 +164,12 @@ _ALIASES = {
 _BUFFER_SUFFIXES = ('weight_u', 'weight_v', 'running_mean', 'running_var',
                     'num_batches_tracked')
 
+# The fixture files in the order they are written and listed.
+_FILE_ORDER = ('G_init', 'D_init', 'EMA_init', 'inputs', 'outputs',
+               'G_after_train_fwd_buffers', 'D_after_train_fwd_buffers',
+               'G_step', 'D_step', 'EMA_step', 'G_grads', 'D_grads',
+               'train_step')
+
 
 class _TorchWithFixedDraws(types.ModuleType):
   """Stands in for `torch` in an official module; fixes some draws."""
@@ -370,52 +376,60 @@ class Recorder:
     self._module.generate_labelmix = self._original
 
 
-def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
-                 name=None):
-  """Runs the official code and writes one fixture directory."""
-  start = time.time()
-  torch.set_num_threads(threads)
-  torch.use_deterministic_algorithms(True)
-  tdtype = {'float32': torch.float32, 'float64': torch.float64}[dtype]
-  seed_model, seed_data, seed_labelmix = p['seeds']
-  opt = official_options(oasis, p, seed_model)
-  use_z = not opt.no_3dnoise
+class FixedDraws:
+  """Makes the official forwards draw the fixture's z and LabelMix bits."""
 
-  # Inputs.
+  def __init__(self, oasis, z, bits):
+    self._z, self._bits, self._draws = z, bits, iter(())
+    oasis.generator.torch = _TorchWithFixedDraws(randn=self._randn)
+    oasis.models.torch = _TorchWithFixedDraws(randint=self._randint)
+
+  def _randn(self, *size, dtype=None, device=None):
+    del device
+    z = self._z
+    assert tuple(size) == tuple(z.shape), (size, z.shape)
+    return z.to(dtype or z.dtype).clone()
+
+  def _randint(self, low, high, size, device=None):
+    del device
+    assert (low, high, tuple(size)) == (0, 2, (1,))
+    return torch.tensor([next(self._draws)])
+
+  def expect_labelmix(self):
+    """The next generate_labelmix call draws the fixture's bits."""
+    self._draws = iter(self._bits.tolist())
+
+  def check_all_drawn(self):
+    if next(self._draws, None) is not None:
+      raise RuntimeError('LabelMix drew fewer bits than classes')
+
+
+def fixture_data(opt, init_from, seed_data, seed_labelmix):
+  """Label map, image, z, LabelMix classes and bits: drawn or init_from's."""
   if init_from:
     with np.load(pathlib.Path(init_from) / 'inputs.npz') as f:
       given = {k: f[k] for k in f.files}
     data = {k: given[k] for k in ('label_int', 'image', 'class_pool')}
-    if use_z:
+    if not opt.no_3dnoise:
       data['z'] = given['z']
-    classes, bits = given['labelmix_classes'], given['labelmix_bits']
-  else:
-    data = make_inputs(opt, seed_data)
-    classes, bits = labelmix_bits(data['label_int'], seed_labelmix)
+    return data, given['labelmix_classes'], given['labelmix_bits']
+  data = make_inputs(opt, seed_data)
+  classes, bits = labelmix_bits(data['label_int'], seed_labelmix)
+  return data, classes, bits
+
+
+def torch_inputs(oasis, opt, data, tdtype):
+  """The official preprocessing: image, one-hot label; z (None: no 3D noise)."""
   image, label = oasis.models.preprocess_input(opt, {
       'label': torch.from_numpy(data['label_int']),
       'image': torch.from_numpy(data['image'])})
   image, label = image.to(tdtype), label.to(tdtype)
-  z = torch.from_numpy(data['z']).to(tdtype) if use_z else None
+  z = None if opt.no_3dnoise else torch.from_numpy(data['z']).to(tdtype)
+  return image, label, z
 
-  def fixed_randn(*size, dtype=None, device=None):
-    del device
-    assert tuple(size) == tuple(z.shape), (size, z.shape)
-    return z.to(dtype or z.dtype).clone()
-  draws = iter(())
 
-  def fixed_randint(low, high, size, device=None):
-    del device
-    assert (low, high, tuple(size)) == (0, 2, (1,))
-    return torch.tensor([next(draws)])
-  oasis.generator.torch = _TorchWithFixedDraws(randn=fixed_randn)
-  oasis.models.torch = _TorchWithFixedDraws(randint=fixed_randint)
-
-  def expect_labelmix():
-    nonlocal draws
-    draws = iter(bits.tolist())
-
-  # Networks: built and initialised in float32, as the official code does.
+def build_model(oasis, opt, seed_model, tdtype, init_from):
+  """OASIS_model, built and initialised in float32 as the official code does."""
   oasis.utils.fix_seed(seed_model)
   model = oasis.models.OASIS_model(opt)
   model.to(tdtype)
@@ -426,59 +440,74 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
     _load(model.netD, inits['D_init'], tdtype)
     _load(model.netEMA, inits['G_init'], tdtype)
   model.train()
-  losses_computer = oasis.losses.losses_computer(opt)
-  files = {'G_init': state(model.netG), 'D_init': state(model.netD),
-           'EMA_init': state(model.netEMA)}
+  return model
 
-  # Single calls from the initial state, each on a fresh copy.
-  with torch.no_grad():
-    g = copy.deepcopy(model.netG)
-    g_train = g(label)
-    g_buffers = buffers(g)
-    g.eval()
-    g_eval_after = g(label)
-    g0 = copy.deepcopy(model.netG).eval()
-    g_eval_init = g0(label)
-    expect_labelmix()
-    mixed, mask = oasis.models.generate_labelmix(label, g_train, image)
-    d_out = {}
-    for which, x in (('real', image), ('fake', g_train), ('mixed', mixed)):
-      d = copy.deepcopy(model.netD)
-      d_out[which] = d(x)
-      if which == 'real':
-        d_buffers = buffers(d)
-        d.eval()
-        d_real_eval, d_fake_eval = d(image), d(g_train)
-    lc = losses_computer
-    loss_d_fake = lc.loss(d_out['fake'], label, for_real=False)
-    loss_d_real = lc.loss(d_out['real'], label, for_real=True)
-    loss_g_adv = lc.loss(d_out['fake'], label, for_real=True)
-    loss_lm_raw = lc.loss_labelmix(mask, d_out['mixed'], d_out['fake'],
-                                   d_out['real'])
-    lam = opt.lambda_labelmix
-    outputs = {
-        'G_train': g_train, 'G_eval_init': g_eval_init,
-        'G_eval_after_train_fwd': g_eval_after,
-        'D_real_train': d_out['real'], 'D_fake_train': d_out['fake'],
-        'D_mixed_train': d_out['mixed'],
-        'D_real_eval_after_train_fwd': d_real_eval,
-        'D_fake_eval_after_train_fwd': d_fake_eval,
-        'mixed_image': mixed, 'labelmix_mask': mask,
-        'weight_map': oasis.losses.get_class_balancing(opt, d_out['real'],
-                                                       label),
-        'target_real': oasis.losses.get_n1_target(opt, d_out['real'], label,
-                                                  True),
-        'target_fake': oasis.losses.get_n1_target(opt, d_out['real'], label,
-                                                  False),
-        'loss_D_fake': loss_d_fake, 'loss_D_real': loss_d_real,
-        'loss_G_adv': loss_g_adv, 'loss_labelmix_raw': loss_lm_raw,
-        'loss_labelmix': lam * loss_lm_raw,
-        'loss_D_total': loss_d_fake + loss_d_real + lam * loss_lm_raw,
-    }
-  files['G_after_train_fwd_buffers'] = g_buffers
-  files['D_after_train_fwd_buffers'] = d_buffers
 
-  # One iteration of train.py's loop body.
+@torch.no_grad()
+def single_forwards(oasis, model, image, label, draws):
+  """Single calls from the initial state, each on a fresh copy.
+
+  Returns the calls' outputs, and the G and D buffers after one train-mode
+  forward.
+  """
+  g = copy.deepcopy(model.netG)
+  g_train = g(label)
+  g_buffers = buffers(g)
+  g.eval()
+  g_eval_after = g(label)
+  g0 = copy.deepcopy(model.netG).eval()
+  g_eval_init = g0(label)
+  draws.expect_labelmix()
+  mixed, mask = oasis.models.generate_labelmix(label, g_train, image)
+  d_out = {}
+  for which, x in (('real', image), ('fake', g_train), ('mixed', mixed)):
+    d = copy.deepcopy(model.netD)
+    d_out[which] = d(x)
+    if which == 'real':
+      d_buffers = buffers(d)
+      d.eval()
+      d_real_eval, d_fake_eval = d(image), d(g_train)
+  calls = {
+      'G_train': g_train, 'G_eval_init': g_eval_init,
+      'G_eval_after_train_fwd': g_eval_after,
+      'D_real_train': d_out['real'], 'D_fake_train': d_out['fake'],
+      'D_mixed_train': d_out['mixed'],
+      'D_real_eval_after_train_fwd': d_real_eval,
+      'D_fake_eval_after_train_fwd': d_fake_eval,
+      'mixed_image': mixed, 'labelmix_mask': mask,
+  }
+  return calls, g_buffers, d_buffers
+
+
+@torch.no_grad()
+def single_losses(oasis, opt, losses_computer, calls, label):
+  """The single calls, then class balancing, targets and losses on them."""
+  d_real, d_fake = calls['D_real_train'], calls['D_fake_train']
+  lc = losses_computer
+  loss_d_fake = lc.loss(d_fake, label, for_real=False)
+  loss_d_real = lc.loss(d_real, label, for_real=True)
+  loss_g_adv = lc.loss(d_fake, label, for_real=True)
+  loss_lm_raw = lc.loss_labelmix(calls['labelmix_mask'],
+                                 calls['D_mixed_train'], d_fake, d_real)
+  lam = opt.lambda_labelmix
+  return dict(calls, **{
+      'weight_map': oasis.losses.get_class_balancing(opt, d_real, label),
+      'target_real': oasis.losses.get_n1_target(opt, d_real, label, True),
+      'target_fake': oasis.losses.get_n1_target(opt, d_real, label, False),
+      'loss_D_fake': loss_d_fake, 'loss_D_real': loss_d_real,
+      'loss_G_adv': loss_g_adv, 'loss_labelmix_raw': loss_lm_raw,
+      'loss_labelmix': lam * loss_lm_raw,
+      'loss_D_total': loss_d_fake + loss_d_real + lam * loss_lm_raw,
+  })
+
+
+def train_iteration(oasis, opt, model, losses_computer, image, label,
+                    draws):
+  """One iteration of train.py's loop body: G step, D step, EMA update.
+
+  Returns its losses, the Recorder of its network calls, and the G and D
+  gradients.
+  """
   optimizer_g = torch.optim.Adam(model.netG.parameters(), lr=opt.lr_g,
                                  betas=(opt.beta1, opt.beta2))
   optimizer_d = torch.optim.Adam(model.netD.parameters(), lr=opt.lr_d,
@@ -487,30 +516,35 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
   model.netG.zero_grad()
   loss_g, losses_g = model(image, label, 'losses_G', losses_computer)
   loss_g.backward()
-  files['G_grads'] = grads(model.netG)
+  g_grads = grads(model.netG)
   optimizer_g.step()
   model.netD.zero_grad()
-  expect_labelmix()
+  draws.expect_labelmix()
   loss_d, losses_d = model(image, label, 'losses_D', losses_computer)
   loss_d.backward()
-  files['D_grads'] = grads(model.netD)
+  d_grads = grads(model.netD)
   optimizer_d.step()
   if not opt.no_EMA:
     oasis.utils.update_EMA(types.SimpleNamespace(module=model), 1, None, opt)
   rec.close()
-  if next(draws, None) is not None:
-    raise RuntimeError('LabelMix drew fewer bits than classes')
+  draws.check_all_drawn()
   order = [c[0] for c in rec.calls]
   want = ['G', 'D', 'G'] + ['D'] * (2 if opt.no_labelmix else 3)
   if order != want:
     raise RuntimeError(f'official calls {order}, expected {want}')
-  (_, _, gstep_fake), (_, _, gstep_d_fake), (_, _, dstep_fake) = rec.calls[:3]
-  step = {
+  losses = {
       'loss_G': loss_g, 'loss_G_adv': losses_g[0], 'loss_D': loss_d,
       'loss_D_fake': losses_d[0], 'loss_D_real': losses_d[1],
   }
   if not opt.no_labelmix:
-    step['loss_D_labelmix'] = losses_d[2]
+    losses['loss_D_labelmix'] = losses_d[2]
+  return losses, rec, g_grads, d_grads
+
+
+def train_step_arrays(opt, model, losses, rec, label):
+  """The iteration's losses and network calls, eval-mode outputs after it."""
+  (_, _, gstep_fake), (_, _, gstep_d_fake), (_, _, dstep_fake) = rec.calls[:3]
+  step = dict(losses)
   step.update({'gstep_fake': gstep_fake, 'gstep_D_fake': gstep_d_fake,
                'dstep_fake': dstep_fake, 'dstep_D_fake': rec.calls[3][2],
                'dstep_D_real': rec.calls[4][2]})
@@ -522,25 +556,65 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
     step['G_eval_after_step'] = copy.deepcopy(model.netG).eval()(label)
     if not opt.no_EMA:
       step['EMA_eval_after_step'] = copy.deepcopy(model.netEMA).eval()(label)
-  files['G_step'], files['D_step'] = state(model.netG), state(model.netD)
-  if not opt.no_EMA:
-    files['EMA_step'] = state(model.netEMA)
+  return step
 
+
+def input_arrays(data, label, image, z, mask, classes, bits):
+  """The inputs file: label map, one-hot map, image, z, LabelMix draws."""
   inputs = {'label_int': data['label_int'],
             'label_onehot': _np(label), 'image': _np(image)}
-  if use_z:
+  if z is not None:
     inputs['z'] = _np(z)
   inputs.update({'labelmix_mask': _np(mask),
                  'labelmix_classes': np.asarray(classes, np.int64),
                  'labelmix_bits': np.asarray(bits, np.int64),
                  'class_pool': np.asarray(data['class_pool'], np.int64)})
-  files['inputs'] = inputs
+  return inputs
+
+
+def labelmix_meta(semantic_nc, inputs):
+  """meta.json's LabelMix classes and bits, and the pixels of the mask that
+  differ from the bit of their class."""
+  classes, bits = inputs['labelmix_classes'], inputs['labelmix_bits']
+  per_class = np.zeros(semantic_nc, np.float64)
+  per_class[classes] = bits
+  quirk = int((per_class[inputs['label_int']] != inputs['labelmix_mask'])
+              .sum())
+  return {'classes': np.asarray(classes).tolist(),
+          'bits': np.asarray(bits).tolist(), 'quirk_pixels': quirk}
+
+
+def run_official(oasis, p, opt, tdtype, init_from):
+  """Runs the official code; returns the fixture's arrays by file, and the
+  model."""
+  seed_model, seed_data, seed_labelmix = p['seeds']
+  data, classes, bits = fixture_data(opt, init_from, seed_data, seed_labelmix)
+  image, label, z = torch_inputs(oasis, opt, data, tdtype)
+  draws = FixedDraws(oasis, z, bits)
+  model = build_model(oasis, opt, seed_model, tdtype, init_from)
+  losses_computer = oasis.losses.losses_computer(opt)
+  files = {'G_init': state(model.netG), 'D_init': state(model.netD),
+           'EMA_init': state(model.netEMA)}
+  calls, g_buffers, d_buffers = single_forwards(oasis, model, image, label,
+                                                draws)
+  files['G_after_train_fwd_buffers'] = g_buffers
+  files['D_after_train_fwd_buffers'] = d_buffers
+  outputs = single_losses(oasis, opt, losses_computer, calls, label)
+  losses, rec, files['G_grads'], files['D_grads'] = train_iteration(
+      oasis, opt, model, losses_computer, image, label, draws)
+  step = train_step_arrays(opt, model, losses, rec, label)
+  files['G_step'], files['D_step'] = state(model.netG), state(model.netD)
+  if not opt.no_EMA:
+    files['EMA_step'] = state(model.netEMA)
+  files['inputs'] = input_arrays(data, label, image, z,
+                                 calls['labelmix_mask'], classes, bits)
   files['outputs'] = {k: _np(v) for k, v in outputs.items()}
   files['train_step'] = {k: _np(v) for k, v in step.items()}
-  per_class = np.zeros(opt.semantic_nc, np.float64)
-  per_class[classes] = bits
-  quirk = int((per_class[data['label_int']] != inputs['labelmix_mask']).sum())
+  return files, model
 
+
+def prepare_out_dir(out):
+  """The fixture directory, made, or emptied of an earlier fixture."""
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   if (out / 'meta.json').exists():  # Remake a fixture: no stale files.
@@ -548,15 +622,23 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
       f.unlink()
   elif any(out.iterdir()):
     raise SystemExit(f'{out} is not empty and holds no fixture')
+  return out
+
+
+def write_pth(path, net, arrays):
+  """Saves arrays as a state dict of net, with PyTorch's module versions
+  (spectral norm's hook version)."""
+  sd = net.state_dict()
+  sd = type(sd)((k, torch.from_numpy(v)) for k, v in arrays.items())
+  sd._metadata = net.state_dict()._metadata  # pylint: disable=W0212
+  torch.save(sd, path)
+
+
+def write_arrays(out, files, model, p, dtype):
+  """Writes the .npz files and .pth copies; returns meta.json's listing."""
   save = np.savez_compressed if p['compact'] else np.savez
-  aliases = {}
-  if p['compact']:
-    aliases = drop_aliases(files)
   listing = {}
-  for key in ('G_init', 'D_init', 'EMA_init', 'inputs', 'outputs',
-              'G_after_train_fwd_buffers', 'D_after_train_fwd_buffers',
-              'G_step', 'D_step', 'EMA_step', 'G_grads', 'D_grads',
-              'train_step'):
+  for key in _FILE_ORDER:
     if key not in files:
       continue
     arrays = files[key]
@@ -567,11 +649,7 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
       net = {'G': model.netG, 'D': model.netD, 'E': model.netEMA}[key[0]]
       pth = p['pth'] if p['pth'] in (True, False) else key in p['pth']
       if pth and dtype == 'float32':
-        sd = net.state_dict()
-        sd = type(sd)((k, torch.from_numpy(v)) for k, v in arrays.items())
-        # PyTorch's module versions (spectral norm's hook version).
-        sd._metadata = net.state_dict()._metadata  # pylint: disable=W0212
-        torch.save(sd, out / f'{key}.pth')
+        write_pth(out / f'{key}.pth', net, arrays)
         names.insert(0, f'{key}.pth')
       entry = {'num_keys': len(arrays),
                'num_elements': int(sum(np.size(v) for v in arrays.values()))}
@@ -580,24 +658,30 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
     listing[key] = dict(files=names, **entry, arrays={
         k: {'shape': list(np.shape(v)), 'dtype': str(np.asarray(v).dtype)}
         for k, v in arrays.items()})
+  return listing
 
-  norm = model.netG.body[0].norm_0.first_norm
-  h, w = image_hw(opt)
-  scalars = {k: float(v) for k, v in files['outputs'].items()
-             if k.startswith('loss')}
-  scalars.update({f'train_step.{k}': float(v)
-                  for k, v in files['train_step'].items()
-                  if k.startswith('loss')})
-  meta = {
-      'name': name or out.name,
+
+def run_meta(name, dtype):
+  """meta.json's first fields: the fixture and the software that made it."""
+  return {
+      'name': name,
       'created': datetime.datetime.now(datetime.timezone.utc).strftime(
           '%Y-%m-%d %H:%M:%S UTC'),
       'torch_version': torch.__version__, 'numpy_version': np.__version__,
       'num_threads': torch.get_num_threads(), 'dtype': dtype,
-      'device': 'cpu', 'dataset_mode': opt.dataset_mode,
+      'device': 'cpu',
+  }
+
+
+def network_meta(opt, model):
+  """meta.json's configuration of the networks, losses and optimisers."""
+  norm = model.netG.body[0].norm_0.first_norm
+  h, w = image_hw(opt)
+  return {
+      'dataset_mode': opt.dataset_mode,
       'semantic_nc': opt.semantic_nc, 'label_nc': opt.label_nc,
       'contain_dontcare_label': opt.contain_dontcare_label,
-      'z_dim': opt.z_dim, 'use_3d_noise': use_z,
+      'z_dim': opt.z_dim, 'use_3d_noise': not opt.no_3dnoise,
       'channels_G': opt.channels_G, 'g_channels': model.netG.channels,
       'latent_hw': list(model.netG.compute_latent_vector_size(opt)),
       'spade_hidden': opt.spade_hidden, 'spade_ks': opt.spade_ks,
@@ -618,6 +702,13 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
       'ema_decay': opt.EMA_decay, 'lr_g': opt.lr_g, 'lr_d': opt.lr_d,
       'beta1': opt.beta1, 'beta2': opt.beta2, 'adam_eps': 1e-8,
       'batch_size': opt.batch_size,
+  }
+
+
+def options_meta(p, dtype, init_from, opt, model):
+  """meta.json's arguments, seeds, official options and parameter counts."""
+  seed_model, seed_data, seed_labelmix = p['seeds']
+  return {
       'args': dict(p, dtype=dtype,
                    init_from=str(init_from) if init_from else None),
       'seeds': {'model_init': seed_model, 'data': seed_data,
@@ -633,14 +724,39 @@ def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
       'param_counts': {
           'G': sum(x.numel() for x in model.netG.parameters()),
           'D': sum(x.numel() for x in model.netD.parameters())},
-      'scalars': scalars,
-      'labelmix': {'classes': np.asarray(classes).tolist(),
-                   'bits': np.asarray(bits).tolist(),
-                   'quirk_pixels': quirk},
-      'files': listing,
-      'aliases': aliases,
-      'seconds': round(time.time() - start, 1),
   }
+
+
+def loss_scalars(files):
+  """meta.json's scalars: the losses of outputs and train_step."""
+  scalars = {k: float(v) for k, v in files['outputs'].items()
+             if k.startswith('loss')}
+  scalars.update({f'train_step.{k}': float(v)
+                  for k, v in files['train_step'].items()
+                  if k.startswith('loss')})
+  return scalars
+
+
+def make_fixture(oasis, p, out, dtype='float32', init_from=None, threads=2,
+                 name=None):
+  """Runs the official code and writes one fixture directory."""
+  start = time.time()
+  torch.set_num_threads(threads)
+  torch.use_deterministic_algorithms(True)
+  tdtype = {'float32': torch.float32, 'float64': torch.float64}[dtype]
+  opt = official_options(oasis, p, p['seeds'][0])
+  files, model = run_official(oasis, p, opt, tdtype, init_from)
+  labelmix = labelmix_meta(opt.semantic_nc, files['inputs'])
+
+  out = prepare_out_dir(out)
+  aliases = drop_aliases(files) if p['compact'] else {}
+  listing = write_arrays(out, files, model, p, dtype)
+  meta = run_meta(name or out.name, dtype)
+  meta.update(network_meta(opt, model))
+  meta.update(options_meta(p, dtype, init_from, opt, model))
+  meta.update(scalars=loss_scalars(files), labelmix=labelmix,
+              files=listing, aliases=aliases,
+              seconds=round(time.time() - start, 1))
   if p['compact']:  # The arrays' names, shapes and dtypes are in the files.
     del meta['files']
   (out / 'meta.json').write_text(

@@ -8,10 +8,29 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), '..', 'shared', 'parity', 'ablations')
 ENV_VAR = 'OASIS_ABLATION_FIXTURES'
+_SHARED = os.path.dirname(os.path.dirname(ROOT))
+
+
+def parameters(dirs: list[str]) -> list[tuple[str, str]]:
+  """(name, folder) test cases of dirs; without any, in a clone without
+  ../shared/, one case whose test skips (require_dirs)."""
+  if not dirs and not os.path.isdir(_SHARED):
+    return [('no_shared', '')]
+  return [(f'{i}_{os.path.basename(d)}', d) for i, d in enumerate(dirs)]
+
+
+def require_dirs(dirs: list[str], kind: str) -> None:
+  """Skips the test in a clone without ../shared/ (the fixtures' home);
+  fails it when ../shared/ is there but holds no `kind` fixture."""
+  if not dirs and not os.path.isdir(_SHARED):
+    pytest.skip(f'{os.path.abspath(_SHARED)} is absent: this test needs its '
+                f'{kind} fixtures.')
+  assert dirs, f'no {kind} fixture under {ROOT} or ${ENV_VAR}'
 
 
 def fixture_dirs(kind: str) -> list[str]:

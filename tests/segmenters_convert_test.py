@@ -34,7 +34,8 @@ def _random_state(name: str, seed: int = 0) -> dict[str, np.ndarray]:
 
 @functools.cache
 def _cached_random_state(name: str, seed: int) -> dict[str, np.ndarray]:
-  meta = segmenter_fixtures.read_meta(_FIXTURES[_FOLDER[name]])
+  meta = segmenter_fixtures.read_meta(_FIXTURES.get(
+      _FOLDER[name], segmenter_fixtures.SHARED_DIR / _FOLDER[name]))
   rng = np.random.default_rng(seed)
   states = {}
   for entry in meta['tensors'] + meta['skipped']:
@@ -51,7 +52,8 @@ def _cached_random_state(name: str, seed: int) -> dict[str, np.ndarray]:
 
 
 def _rule_filled(name: str) -> set[str]:
-  meta = segmenter_fixtures.read_meta(_FIXTURES[_FOLDER[name]])
+  meta = segmenter_fixtures.read_meta(_FIXTURES.get(
+      _FOLDER[name], segmenter_fixtures.SHARED_DIR / _FOLDER[name]))
   prefix = {'encoder': 'encoder.', 'decoder': 'decoder.', 'model': ''}
   return {prefix[e['file']] + e['name'] for e in meta['tensors']}
 

@@ -169,16 +169,17 @@ _DIRS = fixtures.fixture_dirs('spade_d')
 class SpadeDiscriminatorParityTest(parameterized.TestCase):
 
   def test_fixtures_are_found(self):
-    self.assertNotEmpty(
-        _DIRS, f'no spade_d fixture under {fixtures.ROOT}')
+    fixtures.require_dirs(_DIRS, 'spade_d')
 
   @parameterized.named_parameters(
-      *[(f'{i}_{os.path.basename(d)}', d) for i, d in enumerate(_DIRS)])
+      *fixtures.parameters(_DIRS))
   def test_port_matches_official_fixture(self, directory):
+    fixtures.require_dirs(_DIRS, 'spade_d')
     failures = compare(directory, run_fixture(directory))
     self.assertEmpty(failures, f'{directory}: {failures}')
 
   def test_perturbed_fixture_fails(self):
+    fixtures.require_dirs(_DIRS, 'spade_d')
     src = min(_DIRS, key=lambda d: os.path.getsize(
         os.path.join(d, 'D_init.npz')))
     dst = self.create_tempdir().full_path

@@ -67,16 +67,17 @@ _DIRS = fixtures.fixture_dirs('vgg_loss')
 class VggLossParityTest(parameterized.TestCase):
 
   def test_fixtures_are_found(self):
-    self.assertNotEmpty(
-        _DIRS, f'no vgg_loss fixture under {fixtures.ROOT}')
+    fixtures.require_dirs(_DIRS, 'vgg_loss')
 
   @parameterized.named_parameters(
-      *[(f'{i}_{os.path.basename(d)}', d) for i, d in enumerate(_DIRS)])
+      *fixtures.parameters(_DIRS))
   def test_port_matches_official_fixture(self, directory):
+    fixtures.require_dirs(_DIRS, 'vgg_loss')
     failures = compare(directory, run_fixture(directory))
     self.assertEmpty(failures, f'{directory}: {failures}')
 
   def test_perturbed_fixture_fails(self):
+    fixtures.require_dirs(_DIRS, 'vgg_loss')
     src = _DIRS[0]
     dst = self.create_tempdir().full_path
     for name in os.listdir(src):

@@ -326,9 +326,12 @@ class CommandTest(absltest.TestCase):
   def _interrupt_after_first_shard(self, root, out, sig):
     """Starts the command, sends sig once a shard is finished; (process,
     its stderr)."""
-    process = subprocess.Popen(self._command(root, out), cwd=_REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    # SIGINT handled as in a terminal even when the suite runs as a shell's
+    # background job (which ignores SIGINT, and children inherit that).
+    process = subprocess.Popen(
+        self._command(root, out), cwd=_REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     sidecars = []
     while time.time() < deadline and not sidecars:

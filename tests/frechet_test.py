@@ -4,7 +4,6 @@ import contextlib
 import io
 import os
 import tempfile
-import unittest
 
 from absl import flags
 from absl.testing import absltest
@@ -18,15 +17,11 @@ from oasis_jax import evaluate
 from oasis_jax.evaluation import frechet
 from oasis_jax.pretrained import inception_weights
 
-from inception_test import fixture_dir  # The pytorch-fid fixture's folder.
+from inception_test import require_fixture  # The pytorch-fid fixture.
 
 
 def _require_fixture() -> str:
-  path = fixture_dir()
-  if not os.path.isfile(os.path.join(path, 'expected.npz')):
-    raise unittest.SkipTest(
-        f'pytorch-fid fixture not found at {path} (set OASIS_FID_FIXTURE).')
-  return path
+  return require_fixture('expected.npz')
 
 
 def _random_spd(rng, d):

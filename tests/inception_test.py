@@ -32,9 +32,10 @@ def fixture_dir() -> str:
       os.path.join(_REPO, os.pardir, 'shared', 'fid_inception'))
 
 
-def _require_fixture() -> str:
+def require_fixture(file: str = 'weights_fp16.npz') -> str:
+  """The fixture's folder; skips the test when `file` is not in it."""
   path = fixture_dir()
-  if not os.path.isfile(os.path.join(path, 'weights_fp16.npz')):
+  if not os.path.isfile(os.path.join(path, file)):
     raise unittest.SkipTest(
         f'pytorch-fid fixture not found at {path} (set OASIS_FID_FIXTURE).')
   return path
@@ -42,7 +43,7 @@ def _require_fixture() -> str:
 
 @functools.cache
 def _fixture():
-  path = _require_fixture()
+  path = require_fixture()
   with np.load(os.path.join(path, 'images.npz')) as f:
     images = dict(f)
   with np.load(os.path.join(path, 'expected.npz')) as f:
@@ -53,7 +54,7 @@ def _fixture():
 @functools.cache
 def _variables():
   return inception.load_inception_params(
-      os.path.join(_require_fixture(), 'weights_fp16.npz'),
+      os.path.join(require_fixture(), 'weights_fp16.npz'),
       verify_sha256=False)
 
 
@@ -76,7 +77,7 @@ def _rel(a, b) -> float:
 
 @functools.cache
 def _fixture_state_dict() -> dict:
-  with np.load(os.path.join(_require_fixture(), 'weights_fp16.npz')) as f:
+  with np.load(os.path.join(require_fixture(), 'weights_fp16.npz')) as f:
     return {k: (v.astype(np.float32) if v.dtype == np.float16 else v)
             for k, v in f.items()}
 
@@ -170,7 +171,7 @@ class WeightsTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    _require_fixture()
+    require_fixture()
     import torch  # pylint: disable=g-import-not-at-top
     cls.tmp = tempfile.TemporaryDirectory()
     cls.pth = os.path.join(cls.tmp.name, 'fixture.pth')
